@@ -1,0 +1,84 @@
+"""Mask secrets and personal data in error text before it is stored or sent to a provider.
+
+Each pattern replaces a match with a bracketed marker such as `[email]`, so a
+reader and the model still see that a value was there. User ids become a short
+stable hash so repeats stay recognisable without the id itself.
+"""
+
+import hashlib
+import re
+from typing import Any
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<password>[^@/\s]+)@")
+_KEY_VALUE_PASSWORD = re.compile(
+    r"(?i)\b(?P<key>password|passwd|pwd|secret|api_key|apikey|access_token|token)(?P<sep>\s*[=:]\s*)(?P<value>[^\s&;,'\"]+)"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}")
+_API_KEY = re.compile(
+    r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{16,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{35}"
+    r"|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9\-]{10,}|hf_[A-Za-z0-9]{30,})"
+)
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b")
+_IPV4 = re.compile(r"(?<![\d.])(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![:\w])(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{1,4}(?![:\w])|(?<![:\w])::1(?![:\w])")
+_CARD = re.compile(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)")
+_PHONE = re.compile(r"(?<![\w.])\+\d{1,3}[ \-]?\(?\d{1,4}\)?(?:[ \-]?\d{2,4}){2,4}(?![\w.])")
+_USER_ID = re.compile(r"(?i)\b(?P<key>user[_ ]?id|uid|customer[_ ]?id|account[_ ]?id)(?P<sep>\s*[=:#]?\s*)(?P<value>[A-Za-z0-9_\-]{2,64})")
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        number = int(char)
+        if index % 2 == 1:
+            number *= 2
+            if number > 9:
+                number -= 9
+        total += number
+    return total % 10 == 0
+
+
+def _mask_card(match: re.Match) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    if 13 <= len(digits) <= 19 and _luhn_valid(digits):
+        return "[card]"
+    return match.group(0)
+
+
+def stable_hash(value: str) -> str:
+    """Return a short hash that is the same for the same value in every process."""
+    return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+def _mask_user_id(match: re.Match) -> str:
+    return f"{match.group('key')}{match.group('sep')}user-{stable_hash(match.group('value'))}"
+
+
+def scrub_text(text: str) -> str:
+    """Return `text` with secrets and personal data masked."""
+    if not text:
+        return text
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:[password]@", text)
+    text = _KEY_VALUE_PASSWORD.sub(lambda m: f"{m.group('key')}{m.group('sep')}[secret]", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} [token]", text)
+    text = _JWT.sub("[jwt]", text)
+    text = _API_KEY.sub("[api-key]", text)
+    text = _EMAIL.sub("[email]", text)
+    text = _IPV4.sub("[ip]", text)
+    text = _IPV6.sub("[ip]", text)
+    text = _CARD.sub(_mask_card, text)
+    text = _PHONE.sub("[phone]", text)
+    text = _USER_ID.sub(_mask_user_id, text)
+    return text
+
+
+def scrub_value(value: Any) -> Any:
+    """Scrub every string inside nested dicts and lists; other values pass unchanged."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {key: scrub_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scrub_value(item) for item in value]
+    return value

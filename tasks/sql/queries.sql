@@ -1,0 +1,115 @@
+-- Every query the workers and the command line run, by name.
+-- tasks/store.py loads the blocks; a block runs from its `-- name:` line to the next one.
+
+-- name: insert_event
+INSERT INTO error_events (event_id, fingerprint, context)
+VALUES (%(event_id)s, %(fingerprint)s, %(context)s)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING id;
+
+-- name: upsert_fingerprint
+INSERT INTO fingerprints (fingerprint, signature, event_count)
+VALUES (%(fingerprint)s, %(signature)s, 1)
+ON CONFLICT (fingerprint) DO UPDATE
+SET last_seen = now(), event_count = fingerprints.event_count + 1
+RETURNING event_count;
+
+-- name: get_event
+SELECT event_id, fingerprint, context, category, severity, summary, classifier,
+       classified_at, deep_status, attempts, sweeps, last_error
+FROM error_events
+WHERE event_id = %(event_id)s;
+
+-- name: record_attempt
+UPDATE error_events
+SET attempts = attempts + 1, last_error = %(error)s
+WHERE event_id = %(event_id)s;
+
+-- name: save_classification
+UPDATE error_events
+SET category = %(category)s, severity = %(severity)s, summary = %(summary)s,
+    classifier = %(classifier)s, classification_note = %(note)s, classified_at = now(),
+    prompt_tokens = prompt_tokens + %(prompt_tokens)s,
+    completion_tokens = completion_tokens + %(completion_tokens)s
+WHERE event_id = %(event_id)s AND classified_at IS NULL
+RETURNING id;
+
+-- name: claim_deep
+UPDATE error_events
+SET deep_status = 'queued', deep_queued_at = now()
+WHERE event_id = %(event_id)s AND deep_status IS NULL
+RETURNING id;
+
+-- name: save_deep
+UPDATE error_events
+SET root_cause = %(root_cause)s, recommended_action = %(recommended_action)s,
+    deep_classifier = %(classifier)s, deep_status = %(status)s, analysed_at = now(),
+    deep_prompt_tokens = deep_prompt_tokens + %(prompt_tokens)s,
+    deep_completion_tokens = deep_completion_tokens + %(completion_tokens)s,
+    last_error = COALESCE(%(error)s, last_error)
+WHERE event_id = %(event_id)s AND deep_status = 'queued'
+RETURNING id;
+
+-- name: stale_unclassified
+-- Rows nobody classified since `stale_after` seconds ago, oldest first. The
+-- same age must pass again after a sweep before the row is swept once more.
+SELECT event_id, sweeps
+FROM error_events
+WHERE classified_at IS NULL
+  AND received_at < now() - make_interval(secs => %(stale_after)s)
+  AND (last_swept_at IS NULL OR last_swept_at < now() - make_interval(secs => %(stale_after)s))
+ORDER BY received_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_swept
+UPDATE error_events
+SET sweeps = sweeps + 1, last_swept_at = now()
+WHERE event_id = %(event_id)s;
+
+-- name: stale_deep
+SELECT event_id
+FROM error_events
+WHERE deep_status = 'queued'
+  AND deep_queued_at < now() - make_interval(secs => %(stale_after)s)
+ORDER BY deep_queued_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: touch_deep
+UPDATE error_events SET deep_queued_at = now() WHERE event_id = %(event_id)s;
+
+-- name: record_llm_call
+INSERT INTO llm_calls (event_id, tier, model, prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome)
+VALUES (%(event_id)s, %(tier)s, %(model)s, %(prompt_tokens)s, %(completion_tokens)s,
+        %(cost_usd)s, %(latency_ms)s, %(outcome)s);
+
+-- name: dead_letter
+INSERT INTO dead_letters (task_id, payload, error)
+VALUES (%(task_id)s, %(payload)s, %(error)s)
+ON CONFLICT (task_id) DO NOTHING;
+
+-- name: recent_events
+SELECT event_id, received_at, category, severity, summary, classifier, deep_status,
+       root_cause, recommended_action
+FROM error_events
+ORDER BY received_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: count_events
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE classified_at IS NOT NULL) AS classified,
+       count(*) FILTER (WHERE deep_status = 'queued') AS deep_pending
+FROM error_events;
+
+-- name: costs_by_day
+SELECT date_trunc('day', called_at)::date AS day, model, count(*) AS calls,
+       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+       sum(cost_usd) AS cost_usd
+FROM llm_calls
+WHERE called_at >= now() - make_interval(days => %(days)s)
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
+-- name: fingerprint_count
+SELECT event_count FROM fingerprints WHERE fingerprint = %(fingerprint)s;
