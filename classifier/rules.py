@@ -86,6 +86,9 @@ _LOGIC_TYPES = {
     "ModuleNotFoundError", "ValueError",
 }
 
+# Framework errors that always mean the code or its templates are wrong, whatever the message says.
+_FRAMEWORK_LOGIC_TYPES = {"NoReverseMatch", "TemplateSyntaxError", "TemplateDoesNotExist", "ImproperlyConfigured", "FieldError"}
+
 _BASE_SEVERITY = {
     Category.RATE_LIMIT: Severity.P1_HIGH,
     Category.AUTHENTICATION: Severity.P1_HIGH,
@@ -127,6 +130,8 @@ def categorise(context: dict) -> Category:
     text = _text_of(context)
     last_type = types.split(" ")[-1] if types else ""
 
+    if last_type in _FRAMEWORK_LOGIC_TYPES:
+        return Category.LOGIC_ERROR
     if _RATE_LIMIT_TYPES.search(types) and not _SERVER_ERROR_TEXT.search(text):
         return Category.RATE_LIMIT
     if _RATE_LIMIT_TEXT.search(text):

@@ -113,3 +113,10 @@ ORDER BY 1, 2;
 
 -- name: fingerprint_count
 SELECT event_count FROM fingerprints WHERE fingerprint = %(fingerprint)s;
+
+-- name: events_by_id
+SELECT event_id, received_at, category, severity, summary, classifier, classified_at,
+       deep_status, root_cause, recommended_action, attempts, last_error
+FROM error_events
+WHERE event_id = ANY(%(event_ids)s)
+ORDER BY received_at, id;
