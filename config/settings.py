@@ -25,6 +25,9 @@ DEFAULT_PRICES_USD_PER_MTOK = {
     "deepseek-v3.2": 0.42,
 }
 
+# Severity names, most severe first; classifier.schema.Severity holds the same values.
+SEVERITIES = ("P0_CRITICAL", "P1_HIGH", "P2_MEDIUM", "P3_LOW")
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -57,6 +60,28 @@ class Settings:
     broker_socket_timeout_seconds: float = 2.0
     hook_queue_size: int = 1000
     max_context_bytes: int = 16384
+    spool_dir: str = ".errortriage/spool"
+    spool_max_bytes: int = 64 * 1024 * 1024
+
+    reclassify_after_seconds: float = 7 * 24 * 3600.0
+    llm_daily_budget_usd: Optional[float] = None
+    circuit_failure_threshold: int = 5
+    circuit_cooldown_seconds: float = 300.0
+    scrub_store: bool = True
+
+    notify_queue: str = "notify"
+    slack_webhook_url: Optional[str] = None
+    slack_min_severity: str = "P1_HIGH"
+    pagerduty_routing_key: Optional[str] = None
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    pagerduty_min_severity: str = "P0_CRITICAL"
+    notify_cooldown_seconds: float = 3600.0
+    sentry_api_token: Optional[str] = None
+    sentry_base_url: str = "https://sentry.io"
+    sentry_org: Optional[str] = None
+    sentry_project: Optional[str] = None
+    sentry_set_priority: bool = False
+    sentry_preliminary_tags: bool = False
 
     @property
     def llm_configured(self) -> bool:
@@ -79,6 +104,9 @@ class Settings:
         shown["llm_api_key"] = mask_secret(self.llm_api_key)
         shown["database_url"] = mask_url(self.database_url)
         shown["redis_url"] = mask_url(self.redis_url)
+        shown["slack_webhook_url"] = mask_secret(self.slack_webhook_url)
+        shown["pagerduty_routing_key"] = mask_secret(self.pagerduty_routing_key)
+        shown["sentry_api_token"] = mask_secret(self.sentry_api_token)
         return shown
 
 
@@ -166,6 +194,28 @@ def load_settings(environ: Optional[Mapping[str, str]] = None, env_file: Optiona
         ),
         hook_queue_size=int(reader.number("HOOK_QUEUE_SIZE", Settings.hook_queue_size, integer=True)),
         max_context_bytes=int(reader.number("MAX_CONTEXT_BYTES", Settings.max_context_bytes, integer=True)),
+        spool_dir=reader.path("SPOOL_DIR", Settings.spool_dir),
+        spool_max_bytes=int(reader.number("SPOOL_MAX_BYTES", Settings.spool_max_bytes, integer=True)),
+        reclassify_after_seconds=reader.number("RECLASSIFY_AFTER_SECONDS", Settings.reclassify_after_seconds),
+        llm_daily_budget_usd=reader.optional_number("LLM_DAILY_BUDGET_USD"),
+        circuit_failure_threshold=int(
+            reader.number("CIRCUIT_FAILURE_THRESHOLD", Settings.circuit_failure_threshold, integer=True)
+        ),
+        circuit_cooldown_seconds=reader.number("CIRCUIT_COOLDOWN_SECONDS", Settings.circuit_cooldown_seconds),
+        scrub_store=reader.flag("SCRUB_STORE", True),
+        notify_queue=reader.text("NOTIFY_QUEUE", Settings.notify_queue),
+        slack_webhook_url=reader.url("SLACK_WEBHOOK_URL"),
+        slack_min_severity=reader.severity("SLACK_MIN_SEVERITY", Settings.slack_min_severity),
+        pagerduty_routing_key=reader.secret("PAGERDUTY_ROUTING_KEY"),
+        pagerduty_events_url=reader.url("PAGERDUTY_EVENTS_URL") or Settings.pagerduty_events_url,
+        pagerduty_min_severity=reader.severity("PAGERDUTY_MIN_SEVERITY", Settings.pagerduty_min_severity),
+        notify_cooldown_seconds=reader.number("NOTIFY_COOLDOWN_SECONDS", Settings.notify_cooldown_seconds),
+        sentry_api_token=reader.secret("SENTRY_API_TOKEN"),
+        sentry_base_url=(reader.url("SENTRY_BASE_URL") or Settings.sentry_base_url).rstrip("/"),
+        sentry_org=reader.text("SENTRY_ORG", "") or None,
+        sentry_project=reader.text("SENTRY_PROJECT", "") or None,
+        sentry_set_priority=reader.flag("SENTRY_SET_PRIORITY", False),
+        sentry_preliminary_tags=reader.flag("SENTRY_PRELIMINARY_TAGS", False),
     )
 
 
@@ -214,6 +264,33 @@ class _Reader:
         if parsed <= 0:
             raise ConfigError(f"{name}={value!r} must be greater than zero; the default is {default}")
         return parsed
+
+    def path(self, name: str, default: str) -> str:
+        value = self._raw(name)
+        return value.strip() if value is not None else default
+
+    def optional_number(self, name: str) -> Optional[float]:
+        if self._raw(name) is None:
+            return None
+        return self.number(name, 0.0)
+
+    def severity(self, name: str, default: str) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        value = value.strip().upper()
+        if value not in SEVERITIES:
+            raise ConfigError(f"{name}={value!r} is not a severity; set one of {', '.join(SEVERITIES)}")
+        return value
+
+    def secret(self, name: str) -> Optional[str]:
+        value = self._raw(name)
+        if value is None:
+            return None
+        value = value.strip()
+        if re.search(r"\s", value):
+            raise ConfigError(f"{name}={mask_secret(value)!r} contains whitespace; copy the value again without spaces")
+        return value
 
     def prices(self, name: str) -> dict:
         prices = dict(DEFAULT_PRICES_USD_PER_MTOK)

@@ -31,11 +31,17 @@ class StoreError(ErrortriageError):
 
 
 def _load_queries() -> dict:
-    text = resources.files("tasks").joinpath("sql/queries.sql").read_text(encoding="utf-8")
+    """Read every named block of every .sql file in tasks/sql (migrations excluded)."""
     queries = {}
-    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
-        name, _, body = block.partition("\n")
-        queries[name.strip()] = body.strip()
+    folder = resources.files("tasks").joinpath("sql")
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        for block in re.split(r"^-- name: ", entry.read_text(encoding="utf-8"), flags=re.M)[1:]:
+            name, _, body = block.partition("\n")
+            if name.strip() in queries:
+                raise ValueError(f"query {name.strip()!r} is defined twice; rename one in {entry.name}")
+            queries[name.strip()] = body.strip()
     return queries
 
 

@@ -28,7 +28,7 @@ def describe_miss(record, result):
     )
 
 
-def test_dataset_not_empty():
+def test_dataset_size():
     assert len(classified_records()) >= 30
 
 
