@@ -176,21 +176,50 @@ def extract_context(event: Any) -> dict:
     }
 
 
+def _size(context: dict) -> int:
+    return len(json.dumps(context, default=str))
+
+
+def _cut_strings(exceptions: list, keep: int) -> list:
+    cut = []
+    for exception in exceptions:
+        frames = [
+            {key: (_text(value, keep) if isinstance(value, str) else value) for key, value in frame.items()}
+            for frame in exception.get("frames", [])
+        ]
+        cut.append({key: (_text(value, keep) if isinstance(value, str) else value) for key, value in exception.items()}
+                   | {"frames": frames})
+    return cut
+
+
 def bound_context(context: dict, max_bytes: int) -> dict:
-    """Cut a context until its JSON encoding fits `max_bytes`; never refuse it."""
-    if len(json.dumps(context, default=str)) <= max_bytes:
+    """Cut a context until its JSON encoding fits `max_bytes`; never refuse it.
+
+    Steps, each only while still too large: keep two frames per exception, drop
+    tags, keep only the raised exception, cut every string, drop its frames.
+    A bound under about 200 bytes may still be exceeded by the last fields left
+    (event id, exception type and a short message).
+    """
+    if _size(context) <= max_bytes:
         return context
-    context = dict(context)
-    context["exceptions"] = [dict(exc, frames=exc.get("frames", [])[-2:]) for exc in context["exceptions"]]
-    context["tags"] = {}
-    context["truncated"] = True
-    while len(json.dumps(context, default=str)) > max_bytes and len(context["exceptions"]) > 1:
-        context["exceptions"] = context["exceptions"][1:]
-    if len(json.dumps(context, default=str)) > max_bytes:
-        keep = max(64, max_bytes // 8)
-        for exc in context["exceptions"]:
-            exc["value"] = _text(exc.get("value"), keep)
-        context["message"] = _text(context.get("message"), keep)
+    context = dict(context, truncated=True)
+    context["exceptions"] = [dict(exc, frames=exc.get("frames", [])[-2:]) for exc in context.get("exceptions", [])]
+    for key in ("tags", "fingerprint", "transaction", "timestamp"):
+        if _size(context) > max_bytes:
+            context.pop(key, None)
+    if _size(context) > max_bytes and len(context["exceptions"]) > 1:
+        context["exceptions"] = context["exceptions"][-1:]
+    keep = 1024
+    while _size(context) > max_bytes and keep > 16:
+        keep //= 2
+        context["exceptions"] = _cut_strings(context["exceptions"], keep)
+        for key in ("message", "logger", "release", "environment"):
+            if isinstance(context.get(key), str):
+                context[key] = _text(context[key], keep)
+        if isinstance(context.get("request"), dict):
+            context["request"] = {key: _text(value, keep) for key, value in context["request"].items()}
+    if _size(context) > max_bytes:
+        context["exceptions"] = [dict(exc, frames=[]) for exc in context["exceptions"]]
     return context
 
 

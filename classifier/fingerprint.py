@@ -22,7 +22,8 @@ _NORMALISERS = [
     (re.compile(r"'[^']*'|\"[^\"]*\""), "<str>"),
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
     (re.compile(r"\b[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|\b[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\d[0-9a-fA-F]*\b"), "<hex>"),
-    (re.compile(r"\b\d+(?:\.\d+)?\b"), "<n>"),
+    # Digits inside words change too: "after 30s", "ord_123", "worker-7".
+    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
 ]
 
 _DEFAULT_MARKERS = {"{{ default }}", "{{default}}"}

@@ -5,17 +5,18 @@ errors, 429 and 5xx (the task retries later), LLMPermanentError for 4xx and
 replies that stay invalid after one more call (the task falls back to rules).
 """
 
+import dataclasses
 import email.utils
 import json
 import logging
 import re
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import requests
 
 from classifier import prompts
-from classifier.errors import LLMPermanentError, LLMRetryableError
+from classifier.errors import LLMError, LLMPermanentError, LLMRetryableError
 from classifier.schema import (
     MAX_ACTION_WORDS,
     MAX_ROOT_CAUSE_WORDS,
@@ -53,10 +54,12 @@ def _retry_after_seconds(response: requests.Response) -> Optional[float]:
     try:
         return min(max(float(value), 0.0), MAX_RETRY_AFTER_SECONDS)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return min(max(parsed.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_SECONDS)
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(parsed.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _error_code(response: requests.Response) -> str:
@@ -117,31 +120,112 @@ def parse_deep(payload: dict) -> tuple:
     )
 
 
-class LLMClient:
-    """Calls `{base_url}/chat/completions` with Bearer auth and JSON output requested."""
+# JSON schemas sent as `response_format: json_schema`; providers that reject
+# that format get `json_object`, and the reply is validated the same way.
+TRIAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": [category.value for category in Category]},
+        "severity": {"type": "string", "enum": [severity.value for severity in Severity]},
+        "summary": {"type": "string", "maxLength": MAX_SUMMARY_CHARS},
+    },
+    "required": ["category", "severity", "summary"],
+    "additionalProperties": False,
+}
+DEEP_SCHEMA = {
+    "type": "object",
+    "properties": {"root_cause": {"type": "string"}, "recommended_action": {"type": "string"}},
+    "required": ["root_cause", "recommended_action"],
+    "additionalProperties": False,
+}
 
-    def __init__(self, base_url: str, api_key: str, timeout_seconds: float = 30.0, max_tokens: int = 400):
+
+@dataclasses.dataclass(frozen=True)
+class CallRecord:
+    """One HTTP call to the provider, as reported to the client's observer."""
+
+    model: str
+    usage: Usage
+    latency_seconds: float
+    outcome: str
+
+
+def _rejects_response_format(response: requests.Response) -> bool:
+    """True when a 400 says the provider does not support the requested response_format."""
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(error, dict):
+        return False
+    text = f"{error.get('param') or ''} {error.get('message') or ''}".lower()
+    return "response_format" in text or "json_schema" in text
+
+
+class LLMClient:
+    """Calls `{base_url}/chat/completions` with Bearer auth and JSON output requested.
+
+    `observer`, when given, is called with a CallRecord after every HTTP call,
+    failed ones included, so token use and cost are recorded per call.
+    """
+
+    def __init__(self, base_url: str, api_key: str, timeout_seconds: float = 30.0, max_tokens: int = 400,
+                 observer: Optional[Callable[[CallRecord], None]] = None):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.timeout = (CONNECT_TIMEOUT_SECONDS, timeout_seconds)
         self.max_tokens = max_tokens
+        self.observer = observer
+        self.json_schema_supported = True
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
 
-    def complete_json(self, model: str, messages: list) -> tuple:
+    def _response_format(self, schema_name: str, schema: Optional[dict]) -> dict:
+        if schema is None or not self.json_schema_supported:
+            return {"type": "json_object"}
+        return {"type": "json_schema", "json_schema": {"name": schema_name, "schema": schema, "strict": True}}
+
+    def _observe(self, model: str, usage: Usage, started: float, outcome: str) -> None:
+        if self.observer is not None:
+            self.observer(CallRecord(model, usage, time.monotonic() - started, outcome))
+
+    def complete_json(self, model: str, messages: list, schema_name: str = "reply", schema: Optional[dict] = None) -> tuple:
         """Make one call; return (parsed JSON object, Usage) or raise an LLMError or InvalidReply."""
+        started = time.monotonic()
+        try:
+            result = self._complete_json(model, messages, schema_name, schema)
+        except InvalidReply as problem:
+            usage = problem.args[1] if len(problem.args) > 1 else Usage()
+            self._observe(model, usage, started, f"invalid: {problem.args[0]}")
+            raise
+        except LLMError as error:
+            self._observe(model, Usage(), started, f"{'retryable' if isinstance(error, LLMRetryableError) else 'permanent'}: {error}")
+            raise
+        self._observe(model, result[1], started, "ok")
+        return result
+
+    def _post(self, body: dict) -> requests.Response:
+        try:
+            return self.session.post(self.url, json=body, timeout=self.timeout)
+        except requests.Timeout as error:
+            raise LLMRetryableError(f"provider timed out: {type(error).__name__}") from error
+        except requests.RequestException as error:
+            raise LLMRetryableError(f"provider unreachable: {type(error).__name__}") from error
+
+    def _complete_json(self, model: str, messages: list, schema_name: str, schema: Optional[dict]) -> tuple:
         body = {
             "model": model,
             "messages": messages,
             "temperature": 0,
             "max_tokens": self.max_tokens,
-            "response_format": {"type": "json_object"},
+            "response_format": self._response_format(schema_name, schema),
         }
-        try:
-            response = self.session.post(self.url, json=body, timeout=self.timeout)
-        except requests.Timeout as error:
-            raise LLMRetryableError(f"provider timed out: {type(error).__name__}") from error
-        except requests.RequestException as error:
-            raise LLMRetryableError(f"provider unreachable: {type(error).__name__}") from error
+        response = self._post(body)
+        if response.status_code == 400 and schema is not None and self.json_schema_supported \
+                and _rejects_response_format(response):
+            logger.warning("provider rejected response_format json_schema; using json_object from now on")
+            self.json_schema_supported = False
+            body["response_format"] = {"type": "json_object"}
+            response = self._post(body)
 
         status = response.status_code
         if status == 429:
@@ -178,13 +262,13 @@ class LLMClient:
             raise InvalidReply("reply JSON is not an object", usage)
         return parsed, usage
 
-    def _validated(self, model: str, messages: list, parse) -> tuple:
+    def _validated(self, model: str, messages: list, parse, schema_name: str, schema: dict) -> tuple:
         """Call and validate, calling once more if the first reply is invalid."""
         spent = Usage()
         last_problem = ""
         for attempt in (1, 2):
             try:
-                payload, usage = self.complete_json(model, messages)
+                payload, usage = self.complete_json(model, messages, schema_name, schema)
                 spent = Usage(spent.prompt_tokens + usage.prompt_tokens, spent.completion_tokens + usage.completion_tokens)
                 return parse(payload), spent
             except InvalidReply as problem:
@@ -197,7 +281,8 @@ class LLMClient:
 
     def classify(self, context: dict, model: str) -> Classification:
         """Classify a scrubbed context with the bulk model."""
-        (category, severity, summary), usage = self._validated(model, prompts.triage_messages(context), parse_triage)
+        messages = prompts.triage_messages(context)
+        (category, severity, summary), usage = self._validated(model, messages, parse_triage, "triage", TRIAGE_SCHEMA)
         return Classification(category=category, severity=severity, summary=summary, classifier=model, usage=usage)
 
     def analyse(self, context: dict, classification: dict, model: str) -> DeepAnalysis:
@@ -205,5 +290,5 @@ class LLMClient:
         messages = prompts.deep_messages(
             context, classification["category"], classification["severity"], classification["summary"]
         )
-        (root_cause, action), usage = self._validated(model, messages, parse_deep)
+        (root_cause, action), usage = self._validated(model, messages, parse_deep, "deep_analysis", DEEP_SCHEMA)
         return DeepAnalysis(root_cause=root_cause, recommended_action=action, classifier=model, usage=usage)

@@ -38,10 +38,9 @@ Reply with one JSON object and nothing else:
 
 
 def _data_block(payload: dict) -> str:
-    # json.dumps escapes nothing that could close the block early, so remove the
-    # closing marker from the data itself.
-    encoded = json.dumps(payload, ensure_ascii=False, sort_keys=True)
-    return f"{_DATA_OPEN}\n{encoded.replace(_DATA_CLOSE, '')}\n{_DATA_CLOSE}"
+    # Escaping "<" keeps the JSON valid and means no text inside it can close the block early.
+    encoded = json.dumps(payload, ensure_ascii=False, sort_keys=True).replace("<", "\\u003c")
+    return f"{_DATA_OPEN}\n{encoded}\n{_DATA_CLOSE}"
 
 
 def triage_messages(context: dict) -> list:

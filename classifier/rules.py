@@ -120,6 +120,12 @@ def _text_of(context: dict) -> str:
     return " ".join(parts)
 
 
+def _messages_of(context: dict) -> str:
+    parts = [context.get("message") or ""]
+    parts.extend(exception.get("value") or "" for exception in context.get("exceptions") or [])
+    return " ".join(parts)
+
+
 def _from_library(modules: str, libraries: tuple) -> bool:
     return any(re.search(rf"(^|[\s.]){re.escape(lib)}", modules) for lib in libraries)
 
@@ -132,9 +138,11 @@ def categorise(context: dict) -> Category:
 
     if last_type in _FRAMEWORK_LOGIC_TYPES:
         return Category.LOGIC_ERROR
-    if _RATE_LIMIT_TYPES.search(types) and not _SERVER_ERROR_TEXT.search(text):
+    # Messages decide before class names: openai's old SDK raised RateLimitError for 5xx too.
+    messages = _messages_of(context)
+    if _RATE_LIMIT_TEXT.search(messages):
         return Category.RATE_LIMIT
-    if _RATE_LIMIT_TEXT.search(text):
+    if _RATE_LIMIT_TYPES.search(types) and not _SERVER_ERROR_TEXT.search(messages):
         return Category.RATE_LIMIT
     if _AUTH_TYPES.search(types) or (_AUTH_TEXT.search(text) and not _VALIDATION_TEXT.search(text.replace("400", ""))):
         return Category.AUTHENTICATION

@@ -6,12 +6,15 @@ stable hash so repeats stay recognisable without the id itself.
 """
 
 import hashlib
+import ipaddress
 import re
 from typing import Any
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<password>[^@/\s]+)@")
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
+# Matches `password=x`, `password: x` and the quoted forms of dict reprs and JSON.
 _KEY_VALUE_PASSWORD = re.compile(
-    r"(?i)\b(?P<key>password|passwd|pwd|secret|api_key|apikey|access_token|token)(?P<sep>\s*[=:]\s*)(?P<value>[^\s&;,'\"]+)"
+    r"(?i)\b(?P<key>password|passwd|pwd|secret|api_key|apikey|access_token|token)(?P<sep>['\"]?\s*[=:]\s*['\"]?)"
+    r"(?P<value>[^\s&;,'\"]+)"
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}")
@@ -21,10 +24,22 @@ _API_KEY = re.compile(
 )
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b")
 _IPV4 = re.compile(r"(?<![\d.])(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![:\w])(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{1,4}(?![:\w])|(?<![:\w])::1(?![:\w])")
-_CARD = re.compile(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)")
+# Candidates only: ipaddress decides, so times such as 12:30:45 stay untouched.
+_IPV6_CANDIDATE = re.compile(r"(?<![\w:.])(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?![\w:])")
+# Card numbers as printed: 13 to 19 digits in one run, 4-4-4-4 groups, or Amex 4-6-5.
+_CARD = re.compile(
+    r"(?<![\d\-])(?:\d{13,19}|\d{4}([ \-])\d{4}\1\d{4}\1\d{4}|\d{4}([ \-])\d{6}\2\d{5})(?![\d\-])"
+)
 _PHONE = re.compile(r"(?<![\w.])\+\d{1,3}[ \-]?\(?\d{1,4}\)?(?:[ \-]?\d{2,4}){2,4}(?![\w.])")
 _USER_ID = re.compile(r"(?i)\b(?P<key>user[_ ]?id|uid|customer[_ ]?id|account[_ ]?id)(?P<sep>\s*[=:#]?\s*)(?P<value>[A-Za-z0-9_\-]{2,64})")
+
+
+def _mask_ipv6(match: re.Match) -> str:
+    try:
+        ipaddress.IPv6Address(match.group(0))
+    except ValueError:
+        return match.group(0)
+    return "[ip]"
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -66,7 +81,7 @@ def scrub_text(text: str) -> str:
     text = _API_KEY.sub("[api-key]", text)
     text = _EMAIL.sub("[email]", text)
     text = _IPV4.sub("[ip]", text)
-    text = _IPV6.sub("[ip]", text)
+    text = _IPV6_CANDIDATE.sub(_mask_ipv6, text)
     text = _CARD.sub(_mask_card, text)
     text = _PHONE.sub("[phone]", text)
     text = _USER_ID.sub(_mask_user_id, text)

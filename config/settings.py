@@ -6,6 +6,7 @@ worker refuses to start rather than run half-configured.
 """
 
 import dataclasses
+import math
 import os
 import re
 from pathlib import Path
@@ -145,9 +146,8 @@ def read_env_file(path: Path) -> dict:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ConfigError(
-                f"{path}:{number}: expected KEY=VALUE, got {raw!r}; fix or remove the line"
-            )
+            # The line may hold a secret, so the message shows its position, not its text.
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE; fix or remove the line")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
@@ -261,7 +261,7 @@ class _Reader:
         except ValueError:
             kind = "a whole number" if integer else "a number"
             raise ConfigError(f"{name}={value!r} is not {kind}; set it to {kind} such as {default}") from None
-        if parsed <= 0:
+        if not math.isfinite(parsed) or parsed <= 0:
             raise ConfigError(f"{name}={value!r} must be greater than zero; the default is {default}")
         return parsed
 
@@ -308,6 +308,8 @@ class _Reader:
                 ) from None
             if not sep or not model.strip():
                 raise ConfigError(f"{name} has {item.strip()!r}; write model=price, such as gpt-4.1=8")
+            if not math.isfinite(prices[model.strip()]) or prices[model.strip()] < 0:
+                raise ConfigError(f"{name} has {item.strip()!r}; a price must be a number of 0 or more")
         return prices
 
     def url(self, name: str, aliases=(), schemes=("http", "https")) -> Optional[str]:

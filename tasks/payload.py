@@ -8,7 +8,7 @@ from classifier.scrub import scrub_value
 
 PAYLOAD_VERSION = 1
 
-_EVENT_ID = re.compile(r"[0-9a-fA-F\-]{8,64}")
+_EVENT_ID = re.compile(r"(?=(?:-*[0-9a-fA-F]){8})[0-9a-fA-F\-]{8,64}")
 
 
 def build_payload(context: dict, max_bytes: int, source: str) -> dict:

@@ -80,8 +80,9 @@ FOR UPDATE SKIP LOCKED;
 UPDATE error_events SET deep_queued_at = now() WHERE event_id = %(event_id)s;
 
 -- name: record_llm_call
-INSERT INTO llm_calls (event_id, tier, model, prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome)
-VALUES (%(event_id)s, %(tier)s, %(model)s, %(prompt_tokens)s, %(completion_tokens)s,
+INSERT INTO llm_calls (event_id, fingerprint, tier, model, prompt_tokens, completion_tokens, cost_usd,
+                       latency_ms, outcome)
+VALUES (%(event_id)s, %(fingerprint)s, %(tier)s, %(model)s, %(prompt_tokens)s, %(completion_tokens)s,
         %(cost_usd)s, %(latency_ms)s, %(outcome)s);
 
 -- name: dead_letter
@@ -120,3 +121,69 @@ SELECT event_id, received_at, category, severity, summary, classifier, classifie
 FROM error_events
 WHERE event_id = ANY(%(event_ids)s)
 ORDER BY received_at, id;
+
+-- name: get_fingerprint
+SELECT fingerprint, signature, event_count, category, severity, summary, classifier,
+       classified_at, classified_release, claimed_until, root_cause, recommended_action,
+       deep_classifier, analysed_at
+FROM fingerprints
+WHERE fingerprint = %(fingerprint)s;
+
+-- name: claim_fingerprint
+-- Take the right to classify a fingerprint; only one worker gets it until the claim expires.
+UPDATE fingerprints
+SET claimed_until = now() + make_interval(secs => %(claim_seconds)s)
+WHERE fingerprint = %(fingerprint)s
+  AND (claimed_until IS NULL OR claimed_until < now())
+RETURNING fingerprint;
+
+-- name: save_fingerprint_classification
+UPDATE fingerprints
+SET category = %(category)s, severity = %(severity)s, summary = %(summary)s,
+    classifier = %(classifier)s, classified_at = now(), classified_release = %(release)s,
+    claimed_until = NULL
+WHERE fingerprint = %(fingerprint)s;
+
+-- name: release_fingerprint_claim
+UPDATE fingerprints SET claimed_until = NULL WHERE fingerprint = %(fingerprint)s;
+
+-- name: mark_inherited
+UPDATE error_events
+SET inherited = true,
+    root_cause = %(root_cause)s, recommended_action = %(recommended_action)s,
+    deep_classifier = %(deep_classifier)s
+WHERE event_id = %(event_id)s;
+
+-- name: claim_fingerprint_deep
+-- Deep analysis runs once per fingerprint: the first event to claim it is analysed.
+UPDATE fingerprints
+SET deep_claimed_until = now() + make_interval(secs => %(claim_seconds)s)
+WHERE fingerprint = %(fingerprint)s
+  AND (analysed_at IS NULL OR analysed_at < now() - make_interval(secs => %(reanalyse_after)s))
+  AND (deep_claimed_until IS NULL OR deep_claimed_until < now())
+RETURNING fingerprint;
+
+-- name: save_fingerprint_deep
+UPDATE fingerprints
+SET root_cause = %(root_cause)s, recommended_action = %(recommended_action)s,
+    deep_classifier = %(classifier)s, analysed_at = now(), deep_claimed_until = NULL
+WHERE fingerprint = %(fingerprint)s;
+
+-- name: spend_today
+SELECT COALESCE(sum(cost_usd), 0) AS cost_usd
+FROM llm_calls
+WHERE called_at >= date_trunc('day', now());
+
+-- name: spend_this_month
+SELECT COALESCE(sum(cost_usd), 0) AS cost_usd,
+       extract(day FROM now()) AS day_of_month,
+       extract(day FROM date_trunc('month', now()) + interval '1 month' - interval '1 day') AS days_in_month
+FROM llm_calls
+WHERE called_at >= date_trunc('month', now());
+
+-- name: llm_call_totals
+SELECT tier, model, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens, sum(cost_usd) AS cost_usd
+FROM llm_calls
+GROUP BY tier, model
+ORDER BY tier, model;

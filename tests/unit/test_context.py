@@ -186,7 +186,7 @@ def test_extract_limits_sizes():
         16384,
         4096,
         1024,
-        pytest.param(512, marks=pytest.mark.xfail(strict=True, reason=BOUND_NOT_GUARANTEED)),
+        pytest.param(512),
     ],
 )
 def test_bound_huge_event(max_bytes):
@@ -221,7 +221,7 @@ def large_event():
         16384,
         8192,
         4096,
-        pytest.param(2048, marks=pytest.mark.xfail(strict=True, reason=BOUND_NOT_GUARANTEED)),
+        pytest.param(2048),
     ],
 )
 def test_bound_large_context(max_bytes):

@@ -5,7 +5,6 @@ import pytest
 from classifier.context import extract_context
 from classifier.fingerprint import fingerprint, normalise_message, signature
 
-UNITS_NOT_NORMALISED = "normalise_message keeps numbers glued to letters or '_' (30s, ord_123) because \\b does not match there"
 
 
 def make_context(value, type_name="OperationalError", module="psycopg2", frames=None, line_offset=0, **event):
@@ -36,12 +35,10 @@ def make_context(value, type_name="OperationalError", module="psycopg2", frames=
         pytest.param(
             "statement timed out after 30s",
             "statement timed out after 60s",
-            marks=pytest.mark.xfail(strict=True, reason=UNITS_NOT_NORMALISED),
         ),
         pytest.param(
             "could not charge order ord_123",
             "could not charge order ord_456",
-            marks=pytest.mark.xfail(strict=True, reason=UNITS_NOT_NORMALISED),
         ),
     ],
 )

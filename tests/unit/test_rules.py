@@ -138,11 +138,6 @@ def test_rules_http_503():
     assert classify(context).category is Category.EXTERNAL_API
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="categorise searches _RATE_LIMIT_TEXT in text that includes the type name, so 'RateLimitError' "
-    "matches 'rate limit' after the server-error exclusion for rate-limit types was applied",
-)
 def test_rules_rate_limit_type_server_error():
     context = make_context(
         "RateLimitError",
