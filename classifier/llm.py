@@ -184,23 +184,31 @@ class LLMClient:
             return {"type": "json_object"}
         return {"type": "json_schema", "json_schema": {"name": schema_name, "schema": schema, "strict": True}}
 
-    def _observe(self, model: str, usage: Usage, started: float, outcome: str) -> None:
-        if self.observer is not None:
-            self.observer(CallRecord(model, usage, time.monotonic() - started, outcome))
+    def complete_json(self, model: str, messages: list, schema_name: str = "reply", schema: Optional[dict] = None,
+                      observer: Optional[Callable[[CallRecord], None]] = None) -> tuple:
+        """Make one call; return (parsed JSON object, Usage) or raise an LLMError or InvalidReply.
 
-    def complete_json(self, model: str, messages: list, schema_name: str = "reply", schema: Optional[dict] = None) -> tuple:
-        """Make one call; return (parsed JSON object, Usage) or raise an LLMError or InvalidReply."""
+        `observer` (default: the client's) hears about the call whatever its outcome.
+        """
+        observer = observer or self.observer
         started = time.monotonic()
+        failure: Optional[Exception] = None
         try:
             result = self._complete_json(model, messages, schema_name, schema)
+            usage, outcome = result[1], "ok"
         except InvalidReply as problem:
+            failure = problem
             usage = problem.args[1] if len(problem.args) > 1 else Usage()
-            self._observe(model, usage, started, f"invalid: {problem.args[0]}")
-            raise
+            outcome = f"invalid: {problem.args[0]}"
         except LLMError as error:
-            self._observe(model, Usage(), started, f"{'retryable' if isinstance(error, LLMRetryableError) else 'permanent'}: {error}")
-            raise
-        self._observe(model, result[1], started, "ok")
+            failure = error
+            usage = Usage()
+            kind = "retryable" if isinstance(error, LLMRetryableError) else "permanent"
+            outcome = f"{kind}: {error}"
+        if observer is not None:
+            observer(CallRecord(model, usage, time.monotonic() - started, outcome))
+        if failure is not None:
+            raise failure
         return result
 
     def _post(self, body: dict) -> requests.Response:
@@ -262,13 +270,13 @@ class LLMClient:
             raise InvalidReply("reply JSON is not an object", usage)
         return parsed, usage
 
-    def _validated(self, model: str, messages: list, parse, schema_name: str, schema: dict) -> tuple:
+    def _validated(self, model: str, messages: list, parse, schema_name: str, schema: dict, observer=None) -> tuple:
         """Call and validate, calling once more if the first reply is invalid."""
         spent = Usage()
         last_problem = ""
         for attempt in (1, 2):
             try:
-                payload, usage = self.complete_json(model, messages, schema_name, schema)
+                payload, usage = self.complete_json(model, messages, schema_name, schema, observer)
                 spent = Usage(spent.prompt_tokens + usage.prompt_tokens, spent.completion_tokens + usage.completion_tokens)
                 return parse(payload), spent
             except InvalidReply as problem:
@@ -279,16 +287,20 @@ class LLMClient:
                 logger.warning("invalid reply from %s (attempt %d of 2): %s", model, attempt, last_problem)
         raise LLMPermanentError(f"invalid reply after 2 attempts: {last_problem}")
 
-    def classify(self, context: dict, model: str) -> Classification:
+    def classify(self, context: dict, model: str, observer=None) -> Classification:
         """Classify a scrubbed context with the bulk model."""
         messages = prompts.triage_messages(context)
-        (category, severity, summary), usage = self._validated(model, messages, parse_triage, "triage", TRIAGE_SCHEMA)
+        (category, severity, summary), usage = self._validated(
+            model, messages, parse_triage, "triage", TRIAGE_SCHEMA, observer
+        )
         return Classification(category=category, severity=severity, summary=summary, classifier=model, usage=usage)
 
-    def analyse(self, context: dict, classification: dict, model: str) -> DeepAnalysis:
+    def analyse(self, context: dict, classification: dict, model: str, observer=None) -> DeepAnalysis:
         """Ask the deep model for root cause and recommended action."""
         messages = prompts.deep_messages(
             context, classification["category"], classification["severity"], classification["summary"]
         )
-        (root_cause, action), usage = self._validated(model, messages, parse_deep, "deep_analysis", DEEP_SCHEMA)
+        (root_cause, action), usage = self._validated(
+            model, messages, parse_deep, "deep_analysis", DEEP_SCHEMA, observer
+        )
         return DeepAnalysis(root_cause=root_cause, recommended_action=action, classifier=model, usage=usage)

@@ -2,45 +2,51 @@
 
 Every task is idempotent on event_id: a message delivered twice (late acks,
 a killed worker, a sweep) finds the row already stored or classified and
-does nothing more.
+does nothing more. Classification happens once per fingerprint: later events
+of a classified fingerprint inherit its classification without a provider call.
 """
 
 import json
 import logging
 import random
-import time
 from typing import Optional
 
+import redis
 from celery.exceptions import Retry
 
 from classifier import rules
 from classifier.errors import InvalidEventError, LLMError, LLMPermanentError, LLMRetryableError
 from classifier.fingerprint import fingerprint, signature
-from classifier.llm import LLMClient
-from classifier.schema import Category, Classification, Severity
+from classifier.llm import CallRecord, LLMClient
+from classifier.schema import RULES, Category, Classification, Severity
 from classifier.scrub import scrub_value
 from config.celeryconfig import DEEP_TASK, INGEST_TASK, MAX_RETRY_COUNTDOWN_SECONDS, SWEEP_TASK
 from tasks.app import app, settings
+from tasks.guards import CircuitBreaker, DailyBudget
 from tasks.payload import PAYLOAD_VERSION, check_payload
 from tasks.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
-# Postgres or Redis trouble: retry with backoff for about an hour and a half
-# (the countdown caps at MAX_RETRY_COUNTDOWN_SECONDS) before giving up.
-STORE_MAX_RETRIES = 20
 DEEP_MAX_RETRIES = 3
 SWEEP_BATCH = 500
+# How long a worker may hold a fingerprint while it classifies: two full provider
+# timeouts plus slack, so a killed worker's claim expires on its own.
+CLAIM_SECONDS = 2 * settings.llm_timeout_seconds + 30
+# Wait between checks while another worker classifies the same fingerprint.
+CLAIM_WAIT_SECONDS = 1.0
 
 _store: Optional[Store] = None
 _client: Optional[LLMClient] = None
+_redis: Optional[redis.Redis] = None
+_circuit: Optional[CircuitBreaker] = None
+_budget: Optional[DailyBudget] = None
 
 
 def reset_process_state() -> None:
-    """Forget the pool and HTTP session inherited through fork."""
-    global _store, _client
-    _store = None
-    _client = None
+    """Forget the pool, the HTTP session and Redis client inherited through fork."""
+    global _store, _client, _redis, _circuit, _budget
+    _store = _client = _redis = _circuit = _budget = None
 
 
 def get_store() -> Store:
@@ -61,78 +67,127 @@ def get_client() -> LLMClient:
     return _client
 
 
+def _get_redis() -> redis.Redis:
+    global _redis
+    if _redis is None:
+        _redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.broker_socket_timeout_seconds,
+            socket_connect_timeout=settings.broker_socket_timeout_seconds,
+        )
+    return _redis
+
+
+def get_circuit() -> CircuitBreaker:
+    global _circuit
+    if _circuit is None:
+        _circuit = CircuitBreaker(_get_redis(), settings.circuit_failure_threshold, settings.circuit_cooldown_seconds)
+    return _circuit
+
+
+def get_budget() -> DailyBudget:
+    global _budget
+    if _budget is None:
+        def read_spend() -> float:
+            return float(get_store().fetchone("spend_today")["cost_usd"])
+
+        _budget = DailyBudget(settings.llm_daily_budget_usd, read_spend, _get_redis())
+    return _budget
+
+
 def backoff_seconds(retries: int, base: float = 2.0) -> float:
     """Exponential backoff with full jitter, capped well below the visibility timeout."""
     ceiling = min(MAX_RETRY_COUNTDOWN_SECONDS, base * (2 ** retries))
     return random.uniform(ceiling / 2, ceiling)
 
 
-def _record_call(event_id: str, tier: str, model: str, usage, started: float, outcome: str) -> None:
-    prompt = usage.prompt_tokens if usage else 0
-    completion = usage.completion_tokens if usage else 0
-    get_store().execute(
-        "record_llm_call",
-        event_id=event_id,
-        tier=tier,
-        model=model,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cost_usd=settings.cost_usd(model, prompt, completion),
-        latency_ms=int((time.monotonic() - started) * 1000),
-        outcome=outcome,
-    )
+def call_recorder(event_id: str, event_fingerprint: str, tier: str):
+    """Return an observer that stores every provider call with its tokens and cost."""
+    def record(call: CallRecord) -> None:
+        cost = settings.cost_usd(call.model, call.usage.prompt_tokens, call.usage.completion_tokens)
+        get_budget().spent(cost)
+        get_store().execute(
+            "record_llm_call",
+            event_id=event_id,
+            fingerprint=event_fingerprint,
+            tier=tier,
+            model=call.model,
+            prompt_tokens=call.usage.prompt_tokens,
+            completion_tokens=call.usage.completion_tokens,
+            cost_usd=cost,
+            latency_ms=int(call.latency_seconds * 1000),
+            outcome=call.outcome[:500],
+        )
+
+    return record
 
 
-def classify_with_llm(task, event_id: str, context: dict) -> Classification:
+def rules_reason() -> Optional[str]:
+    """Return why the rules must classify now instead of the provider, or None to call it."""
+    if settings.use_fallback_classifier:
+        return "USE_FALLBACK_CLASSIFIER=true"
+    if not settings.llm_configured:
+        return "no LLM configured"
+    circuit = get_circuit().open_reason()
+    if circuit:
+        return f"circuit open: {circuit}"
+    return get_budget().exceeded()
+
+
+def is_fresh(fingerprint_row: Optional[dict], release: Optional[str]) -> bool:
+    """True when a fingerprint's provider classification can be inherited by a new event."""
+    if not fingerprint_row or fingerprint_row["classified_at"] is None:
+        return False
+    from datetime import datetime, timezone
+
+    age = (datetime.now(timezone.utc) - fingerprint_row["classified_at"]).total_seconds()
+    if age > settings.reclassify_after_seconds:
+        return False
+    previous = fingerprint_row["classified_release"]
+    return not (release and previous and release != previous)
+
+
+def classify_with_llm(task, row: dict) -> Classification:
     """Classify with the bulk model; retry the task on a retryable error, fall back to rules on the rest."""
-    model = settings.bulk_model
-    started = time.monotonic()
+    event_id, context = row["event_id"], row["context"]
+    observer = call_recorder(event_id, row["fingerprint"], "bulk")
     try:
-        classification = get_client().classify(scrub_value(context), model)
+        classification = get_client().classify(scrub_value(context), settings.bulk_model, observer)
     except LLMRetryableError as error:
-        _record_call(event_id, "bulk", model, None, started, f"retryable: {error}")
+        get_circuit().record_failure(str(error))
         get_store().execute("record_attempt", event_id=event_id, error=str(error))
-        if task.request.retries < settings.bulk_max_retries:
-            countdown = error.retry_after_seconds or backoff_seconds(task.request.retries)
-            countdown = min(countdown, MAX_RETRY_COUNTDOWN_SECONDS)
+        attempts = row["attempts"] + 1
+        if attempts <= settings.bulk_max_retries:
+            countdown = min(error.retry_after_seconds or backoff_seconds(attempts - 1), MAX_RETRY_COUNTDOWN_SECONDS)
             logger.warning(
-                "classify retry: event_id=%s attempt=%d countdown=%.1fs error=%s",
-                event_id, task.request.retries + 1, countdown, error,
+                "classify retry: event_id=%s attempt=%d countdown=%.1fs error=%s", event_id, attempts, countdown, error,
             )
-            raise task.retry(countdown=countdown, max_retries=settings.bulk_max_retries)
-        logger.error("classify gave up on provider: event_id=%s error=%s; using rules", event_id, error)
-        return rules.classify(context, reason=f"provider failed {task.request.retries + 1} times: {error}")
+            raise task.retry(countdown=countdown)
+        logger.error("classify gave up on provider: event_id=%s attempts=%d error=%s; using rules", event_id, attempts, error)
+        return rules.classify(context, reason=f"provider failed {attempts} times: {error}")
     except LLMPermanentError as error:
-        _record_call(event_id, "bulk", model, None, started, f"permanent: {error}")
+        # 401, 403 and an exhausted quota will fail for every event: open the circuit at once.
+        blocking = error.status in (401, 403) or "insufficient_quota" in str(error)
+        get_circuit().record_failure(str(error), permanent=blocking)
         get_store().execute("record_attempt", event_id=event_id, error=str(error))
         logger.error("classify permanent provider error: event_id=%s error=%s; using rules", event_id, error)
         return rules.classify(context, reason=f"provider error: {error}")
-    _record_call(event_id, "bulk", model, classification.usage, started, "ok")
+    get_circuit().record_success()
     return classification
 
 
-def classify_event(task, event_id: str, context: dict) -> Classification:
-    """Choose the tier for one event and classify it."""
-    if settings.use_fallback_classifier:
-        return rules.classify(context, reason="USE_FALLBACK_CLASSIFIER=true")
-    if not settings.llm_configured:
-        return rules.classify(context, reason="no LLM configured")
-    return classify_with_llm(task, event_id, context)
-
-
-def wants_deep(classification: Classification, first_seen: bool) -> bool:
-    """Deep analysis is for a new fingerprint that is urgent or not understood."""
-    if not settings.use_llm or not first_seen:
+def wants_deep(classification: Classification) -> bool:
+    """Deep analysis is for a provider-classified fingerprint that is urgent or not understood."""
+    if classification.classifier == RULES or not settings.use_llm:
         return False
     urgent = classification.severity in (Severity.P0_CRITICAL, Severity.P1_HIGH)
     unclear = classification.category in (Category.LOGIC_ERROR, Category.UNKNOWN)
     return urgent or unclear
 
 
-def save_and_route(event_id: str, classification: Classification, first_seen: bool) -> None:
-    """Store a classification once and queue deep analysis when it is wanted."""
-    store = get_store()
-    row = store.fetchone(
+def save_event_classification(event_id: str, classification: Classification) -> bool:
+    """Store a classification on the event row once; return False if it was classified before."""
+    row = get_store().fetchone(
         "save_classification",
         event_id=event_id,
         category=classification.category.value,
@@ -145,13 +200,89 @@ def save_and_route(event_id: str, classification: Classification, first_seen: bo
     )
     if row is None:
         logger.info("classification already stored: event_id=%s", event_id)
-        return
+        return False
     logger.info(
         "classified: event_id=%s category=%s severity=%s classifier=%s",
         event_id, classification.category.value, classification.severity.value, classification.classifier,
     )
-    if wants_deep(classification, first_seen) and store.fetchone("claim_deep", event_id=event_id):
+    return True
+
+
+def inherit(event_id: str, fingerprint_row: dict) -> str:
+    """Give an event its fingerprint's classification and deep analysis, without a provider call."""
+    classification = Classification(
+        category=Category(fingerprint_row["category"]),
+        severity=Severity(fingerprint_row["severity"]),
+        summary=fingerprint_row["summary"],
+        classifier=fingerprint_row["classifier"],
+        reason="inherited from its fingerprint",
+    )
+    if save_event_classification(event_id, classification):
+        get_store().execute(
+            "mark_inherited",
+            event_id=event_id,
+            root_cause=fingerprint_row["root_cause"],
+            recommended_action=fingerprint_row["recommended_action"],
+            deep_classifier=fingerprint_row["deep_classifier"],
+        )
+    return "inherited"
+
+
+def route_deep(event_id: str, event_fingerprint: str, classification: Classification) -> None:
+    """Queue deep analysis once per fingerprint, when the classification calls for it."""
+    if not wants_deep(classification):
+        return
+    store = get_store()
+    claimed = store.fetchone(
+        "claim_fingerprint_deep",
+        fingerprint=event_fingerprint,
+        claim_seconds=settings.stale_after_seconds,
+        reanalyse_after=settings.reclassify_after_seconds,
+    )
+    if claimed and store.fetchone("claim_deep", event_id=event_id):
         app.send_task(DEEP_TASK, args=[event_id], queue=settings.deep_queue)
+
+
+def classify_row(task, row: dict) -> str:
+    """Classify one stored, unclassified event: inherit, rules, or the provider under a fingerprint claim."""
+    store = get_store()
+    event_id, event_fingerprint = row["event_id"], row["fingerprint"]
+    release = (row["context"] or {}).get("release")
+
+    fingerprint_row = store.fetchone("get_fingerprint", fingerprint=event_fingerprint)
+    if is_fresh(fingerprint_row, release):
+        return inherit(event_id, fingerprint_row)
+
+    reason = rules_reason()
+    if reason is not None:
+        save_event_classification(event_id, rules.classify(row["context"], reason=reason))
+        return "rules"
+
+    # One worker classifies a fingerprint; the others wait, then inherit.
+    if not store.fetchone("claim_fingerprint", fingerprint=event_fingerprint, claim_seconds=CLAIM_SECONDS):
+        logger.debug("fingerprint busy, waiting: event_id=%s fingerprint=%s", event_id, event_fingerprint)
+        raise task.retry(countdown=CLAIM_WAIT_SECONDS + random.uniform(0, CLAIM_WAIT_SECONDS))
+    try:
+        classification = classify_with_llm(task, row)
+    except BaseException:
+        store.execute("release_fingerprint_claim", fingerprint=event_fingerprint)
+        raise
+
+    if classification.classifier == RULES:
+        store.execute("release_fingerprint_claim", fingerprint=event_fingerprint)
+    else:
+        store.execute(
+            "save_fingerprint_classification",
+            fingerprint=event_fingerprint,
+            category=classification.category.value,
+            severity=classification.severity.value,
+            summary=classification.summary,
+            classifier=classification.classifier,
+            release=release,
+        )
+    if save_event_classification(event_id, classification):
+        route_deep(event_id, event_fingerprint, classification)
+    return classification.category.value
 
 
 def _dead_letter(task_id: Optional[str], payload, error: Exception) -> None:
@@ -163,7 +294,19 @@ def _dead_letter(task_id: Optional[str], payload, error: Exception) -> None:
     logger.error("dead-lettered payload: task_id=%s error=%s", task_id, error)
 
 
-@app.task(name=INGEST_TASK, bind=True, max_retries=STORE_MAX_RETRIES)
+def _retry_on_store_error(task, event_id, error: StoreError):
+    countdown = backoff_seconds(min(task.request.retries, 10))
+    logger.warning(
+        "store unavailable, retrying: task=%s event_id=%s retry=%d countdown=%.1fs error=%s",
+        task.name, event_id, task.request.retries + 1, countdown, error,
+    )
+    return task.retry(exc=error, countdown=countdown)
+
+
+# max_retries=None: a task waiting for Postgres or for another worker's claim
+# retries until it succeeds; the provider's retry budget is counted per row
+# (the attempts column) instead.
+@app.task(name=INGEST_TASK, bind=True, max_retries=None)
 def ingest_event(self, payload):
     """Store an event from the hook, `errortriage ingest` or the sweep, then classify it."""
     event_id = payload.get("event_id") if isinstance(payload, dict) else None
@@ -176,8 +319,7 @@ def ingest_event(self, payload):
 
         store = get_store()
         event_fingerprint = fingerprint(context)
-        new = store.insert_event(event_id, event_fingerprint, signature(context), context)
-        if new:
+        if store.insert_event(event_id, event_fingerprint, signature(context), context):
             logger.info("stored: event_id=%s fingerprint=%s", event_id, event_fingerprint)
         if not settings.worker_enabled:
             return "stored"
@@ -185,22 +327,14 @@ def ingest_event(self, payload):
         row = store.fetchone("get_event", event_id=event_id)
         if row["classified_at"] is not None:
             return "already-classified"
-        first_seen = store.fingerprint_count(row["fingerprint"]) <= 1
-        classification = classify_event(self, event_id, row["context"])
-        save_and_route(event_id, classification, first_seen)
-        return classification.category.value
+        return classify_row(self, row)
     except Retry:
         raise
     except StoreError as error:
-        countdown = backoff_seconds(self.request.retries)
-        logger.warning(
-            "store unavailable, retrying: event_id=%s attempt=%d countdown=%.1fs error=%s",
-            event_id, self.request.retries + 1, countdown, error,
-        )
-        raise self.retry(exc=error, countdown=countdown)
+        raise _retry_on_store_error(self, event_id, error)
 
 
-@app.task(name=DEEP_TASK, bind=True, max_retries=STORE_MAX_RETRIES)
+@app.task(name=DEEP_TASK, bind=True, max_retries=None)
 def analyse_event(self, event_id):
     """Ask the deep model for root cause and recommended action of one stored event."""
     try:
@@ -208,21 +342,18 @@ def analyse_event(self, event_id):
         row = store.fetchone("get_event", event_id=event_id)
         if row is None or row["deep_status"] != "queued":
             return "skipped"
-        model = settings.deep_model
-        started = time.monotonic()
+        observer = call_recorder(event_id, row["fingerprint"], "deep")
         try:
-            analysis = get_client().analyse(scrub_value(row["context"]), row, model)
+            analysis = get_client().analyse(scrub_value(row["context"]), row, settings.deep_model, observer)
         except LLMRetryableError as error:
-            _record_call(event_id, "deep", model, None, started, f"retryable: {error}")
             if self.request.retries < DEEP_MAX_RETRIES:
                 countdown = min(error.retry_after_seconds or backoff_seconds(self.request.retries), MAX_RETRY_COUNTDOWN_SECONDS)
                 logger.warning("analyse retry: event_id=%s countdown=%.1fs error=%s", event_id, countdown, error)
                 raise self.retry(countdown=countdown)
             return _save_deep_failure(event_id, error)
         except LLMError as error:
-            _record_call(event_id, "deep", model, None, started, f"permanent: {error}")
             return _save_deep_failure(event_id, error)
-        _record_call(event_id, "deep", model, analysis.usage, started, "ok")
+
         store.execute(
             "save_deep",
             event_id=event_id,
@@ -234,14 +365,19 @@ def analyse_event(self, event_id):
             completion_tokens=analysis.usage.completion_tokens,
             error=None,
         )
-        logger.info("analysed: event_id=%s model=%s", event_id, model)
+        store.execute(
+            "save_fingerprint_deep",
+            fingerprint=row["fingerprint"],
+            root_cause=analysis.root_cause,
+            recommended_action=analysis.recommended_action,
+            classifier=analysis.classifier,
+        )
+        logger.info("analysed: event_id=%s model=%s", event_id, analysis.classifier)
         return "done"
     except Retry:
         raise
     except StoreError as error:
-        countdown = backoff_seconds(self.request.retries)
-        logger.warning("store unavailable, retrying analyse: event_id=%s error=%s", event_id, error)
-        raise self.retry(exc=error, countdown=countdown)
+        raise _retry_on_store_error(self, event_id, error)
 
 
 def _save_deep_failure(event_id: str, error: Exception) -> str:
@@ -271,14 +407,13 @@ def sweep_stale():
     for row in store.fetchall("stale_unclassified", stale_after=settings.stale_after_seconds, limit=SWEEP_BATCH):
         event_id = row["event_id"]
         store.execute("mark_swept", event_id=event_id)
+        event = store.fetchone("get_event", event_id=event_id)
         if row["sweeps"] + 1 >= settings.sweep_max_attempts:
-            event = store.fetchone("get_event", event_id=event_id)
             reason = f"still unclassified after {row['sweeps'] + 1} sweeps; last error: {event['last_error']}"
-            save_and_route(event_id, rules.classify(event["context"], reason=reason), first_seen=False)
+            save_event_classification(event_id, rules.classify(event["context"], reason=reason))
             logger.warning("sweep applied rules: event_id=%s reason=%s", event_id, reason)
             ruled += 1
         else:
-            event = store.fetchone("get_event", event_id=event_id)
             payload = {"v": PAYLOAD_VERSION, "event_id": event_id, "context": event["context"], "source": "sweep"}
             app.send_task(INGEST_TASK, args=[payload], queue=settings.bulk_queue)
             logger.info("sweep re-queued: event_id=%s sweep=%d", event_id, row["sweeps"] + 1)

@@ -3,9 +3,11 @@
 TEST_DATABASE_URL (default: database errortriage_test on 127.0.0.1:5432) is
 dropped and created once per session; TEST_REDIS_URL (default: db 13 of the
 Redis on 127.0.0.1:6379) is flushed before every test that uses it. Nothing
-else on those servers is touched.
+else on those servers is touched. A second test run started while one is going
+takes errortriage_test1 and db 12, and so on.
 """
 
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -18,8 +20,27 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/errortriage_test")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+def _claim_slot() -> int:
+    """Take the first free slot 0-5 with a lock file, so test runs in parallel never share a database."""
+    for slot in range(6):
+        handle = open(f"/tmp/errortriage-test-slot-{slot}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _slot_locks.append(handle)  # held until the process exits
+        return slot
+    raise RuntimeError("six test runs are already using this machine; wait for one to finish")
+
+
+_slot_locks: list = []
+_SLOT = _claim_slot()
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/errortriage_test{'' if _SLOT == 0 else _SLOT}"
+)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{13 - _SLOT}")
 
 # In-process code (the sweep, the CLI) reads these at import; set them before any import of tasks.app.
 os.environ["DATABASE_URL"] = TEST_DATABASE_URL
