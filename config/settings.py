@@ -185,7 +185,7 @@ def load_settings(environ: Optional[Mapping[str, str]] = None, env_file: Optiona
         worker_enabled=reader.flag("WORKER_ENABLED", True),
         bulk_queue=reader.text("BULK_QUEUE", Settings.bulk_queue),
         deep_queue=reader.text("DEEP_QUEUE", Settings.deep_queue),
-        bulk_max_retries=int(reader.number("BULK_MAX_RETRIES", Settings.bulk_max_retries, integer=True)),
+        bulk_max_retries=int(reader.number("BULK_MAX_RETRIES", Settings.bulk_max_retries, integer=True, allow_zero=True)),
         sweep_interval_seconds=reader.number("SWEEP_INTERVAL_SECONDS", Settings.sweep_interval_seconds),
         stale_after_seconds=reader.number("STALE_AFTER_SECONDS", Settings.stale_after_seconds),
         sweep_max_attempts=int(reader.number("SWEEP_MAX_ATTEMPTS", Settings.sweep_max_attempts, integer=True)),
@@ -252,7 +252,7 @@ class _Reader:
             return False
         raise ConfigError(f"{name}={value!r} is not a boolean; set it to true or false")
 
-    def number(self, name: str, default: float, integer: bool = False) -> float:
+    def number(self, name: str, default: float, integer: bool = False, allow_zero: bool = False) -> float:
         value = self._raw(name)
         if value is None:
             return default
@@ -261,8 +261,9 @@ class _Reader:
         except ValueError:
             kind = "a whole number" if integer else "a number"
             raise ConfigError(f"{name}={value!r} is not {kind}; set it to {kind} such as {default}") from None
-        if not math.isfinite(parsed) or parsed <= 0:
-            raise ConfigError(f"{name}={value!r} must be greater than zero; the default is {default}")
+        if not math.isfinite(parsed) or parsed < 0 or (parsed == 0 and not allow_zero):
+            bound = "zero or more" if allow_zero else "greater than zero"
+            raise ConfigError(f"{name}={value!r} must be {bound}; the default is {default}")
         return parsed
 
     def path(self, name: str, default: str) -> str:

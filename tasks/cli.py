@@ -143,6 +143,31 @@ def settings():
         click.echo(f"{key} = {value}")
 
 
+@main.command(name="eval")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--classifier", "tier", type=click.Choice(["rules", "llm"]), default="rules", show_default=True,
+              help="Tier to evaluate: the rules, or the configured provider with BULK_MODEL.")
+def evaluate(dataset, tier):
+    """Score classification on labelled error reports (JSON Lines with label_category and label_severity)."""
+    from tasks.evaluate import print_report, run_eval
+
+    settings = _settings()
+    print_report(run_eval(dataset, tier, settings), settings)
+
+
+@main.command()
+@click.option("--days", default=30, show_default=True, help="Number of days to show.")
+def costs(days):
+    """Show provider spend by day and model, and the month's projection."""
+    from tasks.evaluate import print_costs
+
+    store = _store(_settings())
+    try:
+        print_costs(store, days)
+    except ErrortriageError as error:
+        raise click.ClickException(str(error)) from None
+
+
 @main.command()
 @click.option("--state-dir", default=".errortriage/demo", show_default=True, type=click.Path(path_type=Path),
               help="Folder for embedded servers' data and process logs.")
@@ -157,6 +182,41 @@ def demo(state_dir, timeout):
     except ErrortriageError as error:
         raise click.ClickException(str(error)) from None
     sys.exit(code)
+
+
+@main.command(name="notify-test")
+@click.argument("channel", type=click.Choice(["slack", "pagerduty"]))
+def notify_test(channel):
+    """Send a test message to CHANNEL (slack or pagerduty) with the configured webhook or routing key."""
+    settings = _settings()
+    from tasks.notify import DeliveryError, send_test_message
+
+    try:
+        click.echo(send_test_message(channel, settings))
+    except (DeliveryError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command(name="replay-spool")
+@click.option("--spool-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Spool folder to replay; default SPOOL_DIR.")
+def replay_spool_command(spool_dir):
+    """Send the events the hook spooled while the broker was down, oldest first, via REDIS_URL."""
+    from tasks.hook import replay_spool
+
+    settings = _settings()
+    folder = spool_dir or Path(settings.spool_dir)
+    try:
+        result, left = replay_spool(settings, folder)
+    except ErrortriageError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"replayed {result.sent} events from {folder}; {left} left")
+    if result.quarantined:
+        click.echo(f"{result.quarantined} files could not be sent and were renamed to *.bad", err=True)
+    if result.busy:
+        raise click.ClickException("another process is replaying this spool; run the command again later")
+    if result.error is not None:
+        raise click.ClickException(f"the broker failed: {type(result.error).__name__}: {result.error}")
 
 
 if __name__ == "__main__":

@@ -259,7 +259,17 @@ def classify_row(task, row: dict) -> str:
         return "rules"
 
     # One worker classifies a fingerprint; the others wait, then inherit.
-    if not store.fetchone("claim_fingerprint", fingerprint=event_fingerprint, claim_seconds=CLAIM_SECONDS):
+    claimed = store.fetchone(
+        "claim_fingerprint",
+        fingerprint=event_fingerprint,
+        claim_seconds=CLAIM_SECONDS,
+        reclassify_after=settings.reclassify_after_seconds,
+        release=release,
+    )
+    if not claimed:
+        fingerprint_row = store.fetchone("get_fingerprint", fingerprint=event_fingerprint)
+        if is_fresh(fingerprint_row, release):
+            return inherit(event_id, fingerprint_row)
         logger.debug("fingerprint busy, waiting: event_id=%s fingerprint=%s", event_id, event_fingerprint)
         raise task.retry(countdown=CLAIM_WAIT_SECONDS + random.uniform(0, CLAIM_WAIT_SECONDS))
     try:

@@ -130,11 +130,17 @@ FROM fingerprints
 WHERE fingerprint = %(fingerprint)s;
 
 -- name: claim_fingerprint
--- Take the right to classify a fingerprint; only one worker gets it until the claim expires.
+-- Take the right to classify a fingerprint; only one worker gets it until the
+-- claim expires, and only while the fingerprint still needs a classification
+-- (none yet, too old, or made for another release).
 UPDATE fingerprints
 SET claimed_until = now() + make_interval(secs => %(claim_seconds)s)
 WHERE fingerprint = %(fingerprint)s
   AND (claimed_until IS NULL OR claimed_until < now())
+  AND (classified_at IS NULL
+       OR classified_at < now() - make_interval(secs => %(reclassify_after)s)
+       OR (%(release)s::text IS NOT NULL AND classified_release IS NOT NULL
+           AND classified_release <> %(release)s::text))
 RETURNING fingerprint;
 
 -- name: save_fingerprint_classification
