@@ -485,3 +485,43 @@ def test_llm_analyse_too_long(provider, client):
         client.analyse(sample_context(), {"category": "UNKNOWN", "severity": "P3_LOW", "summary": "x"}, "gpt-4.1")
 
     assert len(provider.requests) == 2
+
+
+def test_llm_json_schema_rejected_falls_back(provider):
+    # vLLM and older gateways answer 400 naming the unsupported response_format.
+    provider.reply(
+        error_body("response_format.type 'json_schema' is not supported", "invalid_request_error", None), status=400,
+    )
+    provider.reply(completion(VALID_TRIAGE))
+    provider.reply(completion(VALID_TRIAGE))
+    client = make_client(provider.base_url)
+
+    first = client.classify({"exceptions": []}, MODEL)
+    client.classify({"exceptions": []}, MODEL)
+
+    assert first.category is Category.EXTERNAL_API
+    formats = [body["response_format"]["type"] for body in provider.request_bodies()]
+    assert formats == ["json_schema", "json_object", "json_object"]
+
+
+def test_llm_other_400_not_fallback(provider):
+    provider.reply(error_body("max_tokens is too large", "invalid_request_error", None), status=400)
+    client = make_client(provider.base_url)
+
+    with pytest.raises(LLMPermanentError):
+        client.classify({"exceptions": []}, MODEL)
+    assert len(provider.requests) == 1
+    assert client.json_schema_supported is True
+
+
+def test_llm_observer_sees_every_call(provider):
+    provider.reply(completion("not json at all", prompt_tokens=50, completion_tokens=5))
+    provider.reply(completion(VALID_TRIAGE, prompt_tokens=60, completion_tokens=20))
+    calls = []
+    client = make_client(provider.base_url)
+
+    result = client.classify({"exceptions": []}, MODEL, observer=calls.append)
+
+    assert [call.outcome.split(":")[0] for call in calls] == ["invalid", "ok"]
+    assert [call.usage.prompt_tokens for call in calls] == [50, 60]
+    assert result.usage.prompt_tokens == 110
