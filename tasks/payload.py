@@ -11,12 +11,15 @@ PAYLOAD_VERSION = 1
 _EVENT_ID = re.compile(r"(?=(?:-*[0-9a-fA-F]){8})[0-9a-fA-F\-]{8,64}")
 
 
-def build_payload(context: dict, max_bytes: int, source: str) -> dict:
-    """Scrub and bound an extracted context and wrap it for the bulk task."""
+def build_payload(context: dict, max_bytes: int, source: str, scrub: bool = True) -> dict:
+    """Scrub (unless `scrub` is false: SCRUB_STORE=false) and bound a context, and wrap it for the bulk task."""
     event_id = context.get("event_id")
     if not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
         event_id = content_event_id(context)
-    context = bound_context(scrub_value(dict(context, event_id=event_id)), max_bytes)
+    context = dict(context, event_id=event_id)
+    if scrub:
+        context = scrub_value(context)
+    context = bound_context(context, max_bytes)
     return {"v": PAYLOAD_VERSION, "event_id": event_id.replace("-", "").lower(), "context": context, "source": source}
 
 

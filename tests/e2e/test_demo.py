@@ -24,3 +24,21 @@ def test_demo_classifies_and_leaves_nothing_running(tmp_path):
     pattern = f"{state}|demo-bulk@|demo-deep@"
     leftover = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+
+
+def test_demo_with_provider(database_url, redis_url, llm, tmp_path):
+    from support.helpers import llm_env
+
+    env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis_url, **llm_env(llm))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "demo", "--state-dir", str(tmp_path / "state"), "--timeout", "120"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "classifying with gemini-2.5-flash (deep: gpt-4.1)" in result.stdout
+    assert "started embedded" not in result.stdout
+    assert "root cause: The inventory service is overloaded." in result.stdout
+    assert len(llm.calls("bulk")) >= 8
+    assert len(llm.calls("deep")) >= 1
