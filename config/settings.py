@@ -26,7 +26,7 @@ DEFAULT_PRICES_USD_PER_MTOK = {
     "deepseek-v3.2": 0.42,
 }
 
-# Severity names, most severe first; classifier.schema.Severity holds the same values.
+# Severity names, most severe first; classifier.schema.Severity has the same values.
 SEVERITIES = ("P0_CRITICAL", "P1_HIGH", "P2_MEDIUM", "P3_LOW")
 
 _TRUE = {"1", "true", "yes", "on"}
