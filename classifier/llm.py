@@ -37,7 +37,7 @@ _SHORT_SEVERITIES = {severity.value[:2]: severity for severity in Severity}
 
 
 class InvalidReply(ValueError):
-    """The provider answered 200 but the content does not match the schema."""
+    """The provider returned 200 but the content does not match the schema."""
 
 
 def _retry_after_seconds(response: requests.Response) -> Optional[float]:

@@ -86,7 +86,7 @@ _LOGIC_TYPES = {
     "ModuleNotFoundError", "ValueError",
 }
 
-# Framework errors that always mean the code or its templates are wrong, whatever the message says.
+# Framework errors that always mean the code or its templates are wrong, whatever the message reads.
 _FRAMEWORK_LOGIC_TYPES = {"NoReverseMatch", "TemplateSyntaxError", "TemplateDoesNotExist", "ImproperlyConfigured", "FieldError"}
 
 _BASE_SEVERITY = {

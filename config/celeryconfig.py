@@ -30,7 +30,7 @@ def broker_transport_options(settings: Settings) -> dict:
     return {
         "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
         # kombu passes no socket timeout by default, so a Redis that accepts the
-        # connection but never answers would hang the caller forever.
+        # connection but never replies would hang the caller forever.
         "socket_timeout": settings.broker_socket_timeout_seconds,
         "socket_connect_timeout": settings.broker_socket_timeout_seconds,
         "retry_on_timeout": False,

@@ -1,7 +1,7 @@
 """Reasons not to call the provider right now: an open circuit or a spent daily budget.
 
 The circuit's state lives in Redis (the broker) so every worker process on
-every machine sees the same state. When Redis itself fails, the guards let the
+every machine reads the same state. When Redis itself fails, the guards let the
 call through: the provider call is then the only thing at risk, not the event.
 """
 
@@ -44,7 +44,7 @@ class CircuitBreaker:
         except redis.RedisError:
             return
         if failures and int(failures) >= self.threshold:
-            logger.warning("circuit closed: the provider answered again after %d failures", int(failures))
+            logger.warning("circuit closed: the provider responded again after %d failures", int(failures))
 
     def record_failure(self, reason: str, permanent: bool = False) -> None:
         try:
@@ -88,7 +88,7 @@ class DailyBudget:
         return reason
 
     def spent(self, cost_usd: float) -> None:
-        """Add a call's cost to the cached spend so the cap holds between reads."""
+        """Add a call's cost to the cached spend so the cap applies between reads."""
         spend, read_at = self._cached
         self._cached = (spend + cost_usd, read_at)
 
