@@ -251,3 +251,22 @@ def test_sweep_applies_rules_after_max_sweeps(store, redis_url):
         note = cursor.fetchone()["classification_note"]
     assert "3 sweeps" in note
     assert "provider error 500" in note
+
+
+def test_beat_sweeps_stale_rows(store, redis_url, worker_env, start_worker, tmp_path):
+    from tasks import processes
+
+    context = extract_context(make_event("7" * 32))
+    store.insert_event("7" * 32, "fp-beat", "sig", context)
+    with store.cursor() as cursor:
+        cursor.execute("UPDATE error_events SET received_at = now() - interval '1 hour'")
+    start_worker()
+    beat = processes.beat(worker_env, tmp_path / "beat").start()
+    try:
+        found = wait_for(lambda: classified(store, "7" * 32), timeout=30, message="row classified after beat's sweep")
+    finally:
+        beat.stop()
+
+    assert found["classifier"] == "rules"
+    assert found["sweeps"] == 1
+    assert "sweep-stale-events" in (tmp_path / "beat" / "beat.log").read_text()
