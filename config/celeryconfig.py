@@ -10,6 +10,7 @@ INGEST_TASK = "errortriage.ingest_event"
 DEEP_TASK = "errortriage.analyse_event"
 SWEEP_TASK = "errortriage.sweep_stale"
 NOTIFY_TASK = "errortriage.notify"
+SENTRY_WRITEBACK_TASK = "errortriage.sentry_writeback"
 
 # Redis re-delivers a message that was taken but not acked after this many
 # seconds. It must exceed the longest task run plus the longest retry countdown
@@ -52,6 +53,7 @@ def worker_config(settings: Settings) -> dict:
             DEEP_TASK: {"queue": settings.deep_queue},
             SWEEP_TASK: {"queue": settings.bulk_queue},
             NOTIFY_TASK: {"queue": settings.notify_queue},
+            SENTRY_WRITEBACK_TASK: {"queue": settings.notify_queue},
         },
         "task_default_queue": settings.bulk_queue,
         # Ack after the task body ran, so a worker that dies mid-task leaves the

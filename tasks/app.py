@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 settings = load_settings()
 
-app = Celery("errortriage", include=["tasks.triage"])
+app = Celery("errortriage", include=["tasks.triage", "tasks.notify"])
 app.conf.update(worker_config(settings))
 
 

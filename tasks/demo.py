@@ -63,6 +63,7 @@ def run_demo(state_dir: Path, echo, timeout: float = 180.0) -> int:
         env = dict(os.environ, REDIS_URL=redis_url, DATABASE_URL=database_url)
         env.setdefault("SWEEP_INTERVAL_SECONDS", "15")
         env.setdefault("STALE_AFTER_SECONDS", "30")
+        receivers = _start_notify_receivers(stack, env, echo)
         os.environ.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
         settings = load_settings()
         if settings.use_llm:
@@ -80,11 +81,12 @@ def run_demo(state_dir: Path, echo, timeout: float = 180.0) -> int:
             processes.worker(settings.bulk_queue, env, log_dir, concurrency=2, name="demo-bulk"),
             processes.worker(settings.deep_queue, env, log_dir, concurrency=1, name="demo-deep"),
             processes.beat(env, log_dir),
+            processes.worker(settings.notify_queue, env, log_dir, concurrency=1, name="demo-notify"),
         ]
         for child in children:
             stack.callback(child.stop)
             child.start()
-        echo(f"started bulk worker, deep worker and beat (logs in {log_dir})")
+        echo(f"started bulk, deep and notify workers and beat (logs in {log_dir})")
 
         sentry = stack.enter_context(_stopping(demo_app.LocalServer(demo_app.SentryIngestHandler).start()))
         upstream = stack.enter_context(_stopping(demo_app.LocalServer(demo_app.UpstreamHandler).start()))
@@ -124,8 +126,59 @@ def run_demo(state_dir: Path, echo, timeout: float = 180.0) -> int:
             return 1
         rows = store.fetchall("events_by_id", event_ids=list(event_ids))
         print_table(rows, echo)
+        _show_notifications(store, env, event_ids, receivers, echo)
         echo(f"{len(rows)} events classified; stopping workers, beat and servers")
         return 0 if failures == 0 else 1
+
+
+def _start_notify_receivers(stack: ExitStack, env: dict, echo) -> dict:
+    """Start loopback Slack and PagerDuty receivers for the channels the user did not configure."""
+    receivers = {}
+    if not env.get("SLACK_WEBHOOK_URL"):
+        slack = stack.enter_context(_stopping(demo_app.LocalServer(demo_app.SlackReceiverHandler).start()))
+        env["SLACK_WEBHOOK_URL"] = f"{slack.url}/services/DEMO/DEMO/demo"
+        env.setdefault("SLACK_MIN_SEVERITY", "P1_HIGH")
+        receivers["slack"] = slack
+    if not env.get("PAGERDUTY_ROUTING_KEY"):
+        pagerduty = stack.enter_context(_stopping(demo_app.LocalServer(demo_app.PagerDutyReceiverHandler).start()))
+        env.update(PAGERDUTY_EVENTS_URL=f"{pagerduty.url}/v2/enqueue", PAGERDUTY_ROUTING_KEY="demo" * 8)
+        # The demo pages for P1 as well, so both P0 and P1 events show a trigger.
+        env.setdefault("PAGERDUTY_MIN_SEVERITY", "P1_HIGH")
+        receivers["pagerduty"] = pagerduty
+    if receivers:
+        echo(f"started local {' and '.join(receivers)} receivers on 127.0.0.1 for notifications")
+    return receivers
+
+
+def _show_notifications(store: Store, env: dict, event_ids: set, receivers: dict, echo, timeout: float = 60.0) -> None:
+    """Wait until the notify worker has settled every delivery the workers queued, then print what the receivers got."""
+    from config.settings import SEVERITIES
+    from tasks.notify import PAGERDUTY, SLACK
+
+    config = load_settings(env)
+    thresholds = {SLACK: config.slack_min_severity, PAGERDUTY: config.pagerduty_min_severity}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        unsettled = sum(
+            store.fetchone("notify_unsettled", channels=[channel], event_ids=list(event_ids),
+                           severities=list(SEVERITIES[: SEVERITIES.index(threshold) + 1]))["unsettled"]
+            for channel, threshold in thresholds.items()
+        )
+        if unsettled == 0:
+            break
+        time.sleep(0.5)
+    else:
+        echo(f"notifications still pending after {timeout:.0f}s; see the notify worker's log")
+    if SLACK in receivers:
+        messages = receivers[SLACK].server.events
+        echo(f"Slack receiver got {len(messages)} messages (one per P0/P1 fingerprint):")
+        for message in messages:
+            echo("  " + message["text"].splitlines()[0])
+    if PAGERDUTY in receivers:
+        triggers = receivers[PAGERDUTY].server.events
+        echo(f"PagerDuty receiver got {len(triggers)} triggers:")
+        for trigger in triggers:
+            echo(f"  {trigger['payload']['severity']:<8} {trigger['dedup_key'][:28]}  {trigger['payload']['summary'][:90]}")
 
 
 class _stopping:

@@ -75,6 +75,46 @@ class SentryIngestHandler(_QuietHandler):
         self.wfile.write(b"{}")
 
 
+class _ReceiverHandler(_QuietHandler):
+    """Records each JSON body POSTed to it; subclasses give the documented answer."""
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+        except ValueError:
+            body = None
+        status, reply, kind = self.answer(body)
+        if status < 300:
+            self.server.events.append(body)
+        data = reply.encode() if isinstance(reply, str) else json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class SlackReceiverHandler(_ReceiverHandler):
+    """A stand-in for a Slack incoming webhook: `ok`, or 400 `invalid_payload` without text."""
+
+    def answer(self, body):
+        if not isinstance(body, dict) or not body.get("text"):
+            return 400, "invalid_payload", "text/plain"
+        return 200, "ok", "text/plain"
+
+
+class PagerDutyReceiverHandler(_ReceiverHandler):
+    """A stand-in for the PagerDuty Events API v2 enqueue endpoint."""
+
+    def answer(self, body):
+        if not isinstance(body, dict) or not body.get("routing_key") or not (body.get("payload") or {}).get("summary"):
+            return 400, {"status": "invalid event", "message": "Event object is invalid",
+                         "errors": ["routing_key and payload.summary are required"]}, "application/json"
+        return 202, {"status": "success", "message": "Event processed", "dedup_key": body.get("dedup_key")}, \
+            "application/json"
+
+
 class LocalServer:
     """A ThreadingHTTPServer on a free loopback port, served from a daemon thread."""
 

@@ -23,6 +23,7 @@ from classifier.scrub import scrub_value
 from config.celeryconfig import DEEP_TASK, INGEST_TASK, MAX_RETRY_COUNTDOWN_SECONDS, SWEEP_TASK
 from tasks.app import app, settings
 from tasks.guards import CircuitBreaker, DailyBudget
+from tasks.notify import enqueue_notifications
 from tasks.payload import PAYLOAD_VERSION, check_payload
 from tasks.store import Store, StoreError
 
@@ -205,6 +206,7 @@ def save_event_classification(event_id: str, classification: Classification) -> 
         "classified: event_id=%s category=%s severity=%s classifier=%s",
         event_id, classification.category.value, classification.severity.value, classification.classifier,
     )
+    enqueue_notifications(event_id, "classified")
     return True
 
 
@@ -383,6 +385,7 @@ def analyse_event(self, event_id):
             classifier=analysis.classifier,
         )
         logger.info("analysed: event_id=%s model=%s", event_id, analysis.classifier)
+        enqueue_notifications(event_id, "analysed")
         return "done"
     except Retry:
         raise

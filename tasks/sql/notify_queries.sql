@@ -85,3 +85,15 @@ SELECT issue_id FROM sentry_issue_links WHERE event_id = %(event_id)s;
 INSERT INTO sentry_issue_links (event_id, issue_id)
 VALUES (%(event_id)s, %(issue_id)s)
 ON CONFLICT (event_id) DO UPDATE SET issue_id = EXCLUDED.issue_id;
+
+-- name: notify_unsettled
+-- P0/P1 events of `event_ids` whose classified-stage delivery on a channel has not finished yet.
+SELECT count(*) AS unsettled
+FROM error_events e
+CROSS JOIN unnest(%(channels)s::text[]) AS c(channel)
+WHERE e.event_id = ANY(%(event_ids)s)
+  AND e.severity = ANY(%(severities)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM notify_deliveries d
+      WHERE d.event_id = e.event_id AND d.channel = c.channel AND d.stage = 'classified'
+        AND d.status IN ('sent', 'folded', 'failed'));
