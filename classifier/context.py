@@ -33,6 +33,9 @@ def _text(value: Any, limit: int = MAX_STRING_CHARS) -> Optional[str]:
             value = str(value)
         except Exception:
             return None
+    if "\x00" in value:
+        # Postgres text and jsonb cannot store NUL characters.
+        value = value.replace("\x00", "\ufffd")
     if len(value) > limit:
         return value[: limit - 3] + "..."
     return value

@@ -30,6 +30,10 @@ class StoreError(ErrortriageError):
     """Postgres is unreachable or a query failed; the task that hit it should retry."""
 
 
+class StoreDataError(ErrortriageError):
+    """Postgres rejected a value (psycopg2.DataError); retrying the same data cannot help."""
+
+
 def _load_queries() -> dict:
     """Read every named block of every .sql file in tasks/sql (migrations excluded)."""
     queries = {}
@@ -99,6 +103,8 @@ class Store:
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
             broken = True
             raise StoreError(f"Postgres connection failed: {error}".strip()) from error
+        except psycopg2.DataError as error:
+            raise StoreDataError(f"Postgres rejected a value: {error}".strip()) from error
         finally:
             pool.putconn(connection, close=broken or connection.closed != 0)
 

@@ -25,7 +25,7 @@ from tasks.app import app, settings
 from tasks.guards import CircuitBreaker, DailyBudget
 from tasks.notify import enqueue_notifications
 from tasks.payload import PAYLOAD_VERSION, check_payload
-from tasks.store import Store, StoreError
+from tasks.store import Store, StoreDataError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +344,18 @@ def ingest_event(self, payload):
         raise
     except StoreError as error:
         raise _retry_on_store_error(self, event_id, error)
+    except StoreDataError as error:
+        _dead_letter(self.request.id, payload, error)
+        return "dead-letter"
+    except Exception as error:
+        # A bug must not lose the event: keep the payload where an operator can replay it.
+        # A row already stored is also picked up again by the sweep.
+        logger.exception("ingest failed: event_id=%s", event_id)
+        try:
+            _dead_letter(self.request.id, payload, error)
+        except (StoreError, StoreDataError):
+            raise self.retry(exc=error, countdown=backoff_seconds(min(self.request.retries, 10)))
+        return "dead-letter"
 
 
 @app.task(name=DEEP_TASK, bind=True, max_retries=None)

@@ -270,3 +270,21 @@ def test_beat_sweeps_stale_rows(store, redis_url, worker_env, start_worker, tmp_
     assert found["classifier"] == "rules"
     assert found["sweeps"] == 1
     assert "sweep-stale-events" in (tmp_path / "beat" / "beat.log").read_text()
+
+
+def test_rejected_value_dead_lettered(store, redis_url, start_worker):
+    from celery import Celery
+
+    start_worker()
+    # Postgres jsonb cannot hold NUL characters; extract_context replaces them, a hand-made payload may not.
+    payload = {"v": 1, "event_id": "8" * 32, "context": {"exceptions": [{"type": "Boom\x00", "value": "nul"}]}}
+    Celery(set_as_current=False, broker=redis_url).send_task("errortriage.ingest_event", args=[payload], queue="bulk")
+
+    def dead_letters():
+        with store.cursor() as cursor:
+            cursor.execute("SELECT error FROM dead_letters")
+            return cursor.fetchall()
+
+    [letter] = wait_for(dead_letters, message="dead letter row")
+    assert "rejected a value" in letter["error"]
+    assert row(store, "8" * 32) is None
