@@ -20,5 +20,13 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Benchmarks (BENCHMARKS.md): Postgres on 127.0.0.1:5432 (user postgres) and redis-server on PATH.
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.run
+
+# A smoke run for CI: small counts, prints the tables, judges no timing.
+bench-quick: $(BIN)/.installed
+	$(BIN)/python -m bench.run --quick
+
 clean:
 	rm -rf $(VENV) .errortriage *.egg-info

@@ -12,11 +12,6 @@ SWEEP_TASK = "errortriage.sweep_stale"
 NOTIFY_TASK = "errortriage.notify"
 SENTRY_WRITEBACK_TASK = "errortriage.sentry_writeback"
 
-# Redis re-delivers a message that was taken but not acked after this many
-# seconds. It must exceed the longest task run plus the longest retry countdown
-# (a retry is an ETA message held unacked by the worker), or a healthy but slow
-# task would be delivered twice.
-VISIBILITY_TIMEOUT_SECONDS = 3600
 
 # Hard and soft time limits of one task run, far below the visibility timeout.
 TASK_SOFT_TIME_LIMIT_SECONDS = 120
@@ -25,11 +20,21 @@ TASK_TIME_LIMIT_SECONDS = 150
 # Upper bound of any retry countdown a task schedules for itself.
 MAX_RETRY_COUNTDOWN_SECONDS = 300
 
+# Redis re-delivers a message that was taken but not acked after the visibility
+# timeout (VISIBILITY_TIMEOUT_SECONDS). It must exceed the longest task run plus
+# the longest retry countdown, because a retry is an ETA message the worker holds
+# unacked; otherwise a healthy but slow task would be delivered twice.
+MIN_VISIBILITY_TIMEOUT_SECONDS = TASK_TIME_LIMIT_SECONDS + MAX_RETRY_COUNTDOWN_SECONDS
+
 
 def broker_transport_options(settings: Settings) -> dict:
     """Return the kombu Redis transport options shared by workers and the hook."""
     return {
-        "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+        "visibility_timeout": max(settings.visibility_timeout_seconds, MIN_VISIBILITY_TIMEOUT_SECONDS),
+        # kombu looks for messages of dead workers every interval x throttle
+        # seconds (100 s by default); 30 s keeps recovery close to the timeout.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 3,
         # kombu passes no socket timeout by default, so a Redis that accepts the
         # connection but never replies would hang the caller forever.
         "socket_timeout": settings.broker_socket_timeout_seconds,
@@ -95,7 +100,6 @@ def producer_config(settings: Settings) -> dict:
     """Return the Celery configuration of the hook's producer inside a user's app."""
     return {
         "broker_url": settings.redis_url,
-        "broker_transport_options": broker_transport_options(settings),
         "broker_connection_retry_on_startup": False,
         "broker_connection_max_retries": 0,
         "task_serializer": "json",
@@ -104,4 +108,9 @@ def producer_config(settings: Settings) -> dict:
         # The hook's thread publishes one event at a time; a long publish retry
         # would only grow its queue. A failed publish is reported to the caller.
         "task_publish_retry": False,
+        # One short connect attempt: kombu would otherwise retry a refused
+        # connect for broker_connection_timeout seconds, and the hook has the
+        # spool for that.
+        "broker_connection_timeout": settings.broker_socket_timeout_seconds,
+        "broker_transport_options": dict(broker_transport_options(settings), max_retries=0),
     }

@@ -62,13 +62,16 @@ def _set_tags(event: dict, category: str, severity: str) -> None:
         tags[:] = others + [[CATEGORY_TAG, category], [SEVERITY_TAG, severity]]
 
 
-def add_preliminary_tags(event):
-    """Add the rules tier's category and severity as tags to an error event; return the event. Never raises."""
+def add_preliminary_tags(event, context: Optional[dict] = None):
+    """Add the rules tier's category and severity as tags to an error event; return the event. Never raises.
+
+    `context` is the event's extracted context when the caller already has it.
+    """
     global _last_warning
     try:
         if not enabled() or not isinstance(event, dict) or event.get("type") == "transaction":
             return event
-        result = rules.classify(extract_context(event))
+        result = rules.classify(context if context is not None else extract_context(event))
         _set_tags(event, result.category.value, result.severity.value)
     except Exception:  # the host app must never see our failure
         now = time.monotonic()

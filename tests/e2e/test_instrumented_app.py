@@ -65,3 +65,18 @@ def _count_classified(store):
     with store.cursor() as cursor:
         cursor.execute("SELECT count(*) AS n FROM error_events WHERE classified_at IS NOT NULL")
         return cursor.fetchone()["n"]
+
+
+def test_preliminary_tags_reach_sentry(store, worker_env, start_worker):
+    output = run_app(dict(worker_env, SENTRY_PRELIMINARY_TAGS="true"))
+
+    [event] = output["sentry_events"]
+    assert event["tags"]["triage.category"] == "LOGIC_ERROR"
+    assert event["tags"]["triage.severity"] in ("P0_CRITICAL", "P1_HIGH", "P2_MEDIUM", "P3_LOW")
+
+
+def test_no_triage_tags_by_default(store, worker_env, start_worker):
+    output = run_app(worker_env)
+
+    [event] = output["sentry_events"]
+    assert "triage.category" not in event.get("tags", {})

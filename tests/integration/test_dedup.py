@@ -205,3 +205,16 @@ def test_eval_llm_counts_tokens(llm, worker_env):
     assert result.returncode == 0, result.stderr
     assert "provider calls: 40, prompt tokens: 4800, completion tokens: 1200" in result.stdout
     assert len(llm.calls("bulk")) == 40
+
+
+def test_scrub_store_off_keeps_raw_text(store, redis_url, llm, start_worker):
+    start_worker(**llm_env(llm))
+    raw = event("5" * 32, kind=6, value="login failed for alice.smith@example.com")
+    producer = Producer(load_settings({"REDIS_URL": redis_url, "SCRUB_STORE": "false"}), source="test")
+    producer.publish(extract_context(raw))
+    wait_for(lambda: counts(store)["classified"] == 1, message="classified")
+
+    stored = json.dumps(store.fetchone("get_event", event_id="5" * 32)["context"])
+    assert "alice.smith@example.com" in stored
+    prompts = json.dumps([call["body"] for call in llm.calls()])
+    assert "alice.smith@example.com" not in prompts

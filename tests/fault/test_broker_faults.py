@@ -1,0 +1,150 @@
+"""Broker faults seen from the app: Redis refusing connections, Redis frozen, and the replay command."""
+
+import base64
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from faultkit import base_env, counts, report, stored_ids, wait_until
+from tasks.spool import Spool
+
+pytestmark = pytest.mark.slow
+
+OUTAGE_SECONDS = 30
+FREEZE_SECONDS = 10
+
+
+def test_redis_refusing_for_30s_loses_nothing(store, database_url, own_redis, celery_children, start_app, tmp_path):
+    """1. Redis refuses connections for 30 s while the app raises 2,000 errors."""
+    env = base_env(database_url, own_redis.url, SPOOL_DIR=tmp_path / "spool")
+    celery_children(env)
+    app = start_app(env)
+    warm_up = app.call("burst", count=1, label="warm-up")  # starts the hook's threads with Redis up
+    assert app.call("drain", timeout=30)["drained"]
+
+    own_redis.stop()
+    outage_started = time.monotonic()
+    assert own_redis.refuses()
+    produced, hook_calls = set(), 0
+    for round_number in range(10):
+        answer = app.call("burst", count=200, label=f"outage-{round_number}")
+        produced.update(answer["event_ids"])
+        hook_calls += answer["hook_calls"]
+        time.sleep(1.0)
+    during = app.call("counters")["counters"]
+    time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - outage_started)))
+    own_redis.start()
+
+    drained = app.call("drain", timeout=60)
+    assert drained["drained"], drained
+    outage_ids = set(produced)
+    produced.update(warm_up["event_ids"])
+    everything = wait_until(lambda: produced <= stored_ids(store), timeout=120)
+    figures = counts(store, produced)
+    hook_figures = drained["counters"]
+    report("redis refused 30s", dict(figures, spooled=hook_figures["spooled"], replayed=hook_figures["replayed"],
+                                     hook_errors=hook_figures["hook_errors"]))
+
+    assert len(outage_ids) == 2000
+    assert hook_calls == 2000
+    assert during["spooled"] == 2000, during
+    assert everything, figures
+    assert figures["lost"] == 0
+    assert figures["duplicates"] == 0
+    assert hook_figures["hook_errors"] == 0
+    assert hook_figures["replayed"] == 2000
+    assert all(hook_figures[name] == 0 for name in hook_figures if name.startswith("dropped_"))
+    assert wait_until(lambda: counts(store, produced)["classified"] == counts(store, produced)["stored"], 60)
+
+
+def test_frozen_redis_never_slows_capture(store, database_url, own_redis, celery_children, start_app, tmp_path):
+    """2. Redis stopped with SIGSTOP for 10 s: capture_exception costs what it costs with Redis up."""
+    env = base_env(database_url, own_redis.url, SPOOL_DIR=tmp_path / "spool")
+    celery_children(env)
+    app = start_app(env)
+    warm_up = app.call("burst", count=20, label="warm-up")
+    assert app.call("drain", timeout=30)["drained"]
+
+    up = app.call("burst", count=500, label="redis-up")
+    app.call("drain", timeout=30)
+    own_redis.freeze()
+    frozen_at = time.monotonic()
+    try:
+        frozen = app.call("burst", count=500, label="redis-frozen")
+        # Every capture above returned while Redis was still stopped.
+        still_frozen = time.monotonic() - frozen_at < FREEZE_SECONDS
+        time.sleep(max(0.0, FREEZE_SECONDS - (time.monotonic() - frozen_at)))
+    finally:
+        own_redis.thaw()
+
+    produced = set(up["event_ids"]) | set(frozen["event_ids"]) | set(warm_up["event_ids"])
+    drained = app.call("drain", timeout=60)
+    assert drained["drained"], drained
+    everything = wait_until(lambda: produced <= stored_ids(store), timeout=120)
+    figures = counts(store, produced)
+    hook_ratio = frozen["hook_ns"]["median"] / max(1, up["hook_ns"]["median"])
+    hook_p95_ratio = frozen["hook_ns"]["p95"] / max(1, up["hook_ns"]["p95"])
+    capture_ratio = frozen["capture_ns"]["median"] / max(1, up["capture_ns"]["median"])
+    report("redis frozen 10s", dict(
+        figures, hook_median_ratio=round(hook_ratio, 2), hook_p95_ratio=round(hook_p95_ratio, 2),
+        capture_median_ratio=round(capture_ratio, 2), hook_median_up_us=round(up["hook_ns"]["median"] / 1000, 1),
+        hook_median_frozen_us=round(frozen["hook_ns"]["median"] / 1000, 1),
+        spooled=drained["counters"]["spooled"], replayed=drained["counters"]["replayed"],
+        hook_errors=drained["counters"]["hook_errors"]))
+
+    assert still_frozen
+    # Generous slack: a request thread that waited on the broker even once per
+    # hundred events would be thousands of times slower at the 95th percentile.
+    assert hook_ratio < 5, (up["hook_ns"], frozen["hook_ns"])
+    assert hook_p95_ratio < 10, (up["hook_ns"], frozen["hook_ns"])
+    assert capture_ratio < 5, (up["capture_ns"], frozen["capture_ns"])
+    assert everything, figures
+    assert figures["lost"] == 0
+    assert drained["counters"]["hook_errors"] == 0
+    assert drained["counters"]["spooled"] > 0  # the freeze was noticed and bridged by the spool
+
+
+def queued_event_ids(client, queue="bulk") -> list:
+    """Event ids of the task messages waiting in a Redis list, oldest first."""
+    ids = []
+    for raw in reversed(client.lrange(queue, 0, -1)):
+        message = json.loads(raw)
+        body = base64.b64decode(message["body"]) if message.get("properties", {}).get("body_encoding") == "base64" \
+            else message["body"].encode()
+        args = json.loads(body)[0]
+        ids.append(args[0]["event_id"])
+    return ids
+
+
+def test_replay_command_sends_what_an_exited_app_spooled(own_redis, database_url, start_app, tmp_path):
+    """The app exits while Redis is down; `errortriage replay-spool` sends its spool once Redis is back."""
+    spool_dir = tmp_path / "spool"
+    env = base_env(database_url, own_redis.url, SPOOL_DIR=spool_dir)
+    own_redis.stop()
+    app = start_app(env)
+    produced = app.call("burst", count=100, label="offline")["event_ids"]
+    app.close()
+    spooled = Spool(spool_dir, 10**9).pending()
+    assert len(spooled) == 100
+
+    failed = subprocess.run([sys.executable, "-m", "tasks.cli", "replay-spool"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert failed.returncode == 1
+    assert "broker failed" in failed.stderr
+    assert len(Spool(spool_dir, 10**9).pending()) == 100
+
+    own_redis.start()
+    result = subprocess.run([sys.executable, "-m", "tasks.cli", "replay-spool"], env=env, capture_output=True,
+                            text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert "replayed 100 events" in result.stdout
+    assert Spool(spool_dir, 10**9).pending() == []
+    queued = queued_event_ids(own_redis.client())
+    # Oldest first: the queue has them in the order the app raised them.
+    assert queued == produced
+    report("replay-spool command", {"produced": len(produced), "queued": len(queued), "duplicates": 0,
+                                    "lost": len(set(produced) - set(queued))})
