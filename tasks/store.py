@@ -62,7 +62,9 @@ def migration_files() -> list:
 class Store:
     """Runs named queries on a per-process connection pool."""
 
-    def __init__(self, dsn: str, max_connections: int = 4):
+    # Connections open on demand, so a generous cap costs nothing for prefork
+    # children and leaves room for a threads or gevent pool.
+    def __init__(self, dsn: str, max_connections: int = 32):
         self.dsn = dsn
         self.max_connections = max_connections
         self._pool: Optional[psycopg2.pool.ThreadedConnectionPool] = None
@@ -123,6 +125,24 @@ class Store:
         with self.cursor() as cursor:
             cursor.execute(QUERIES[name], params)
             return cursor.rowcount
+
+    def receive_event(self, event_id: str, fingerprint: str, signature: str, context: dict) -> tuple:
+        """Store an event once, count it under its fingerprint, and read both rows back, in one transaction.
+
+        Return (new, event row, fingerprint row); `new` is False for an event stored before.
+        """
+        with self.cursor() as cursor:
+            cursor.execute(
+                QUERIES["insert_event"],
+                {"event_id": event_id, "fingerprint": fingerprint, "context": psycopg2.extras.Json(context)},
+            )
+            new = cursor.fetchone() is not None
+            if new:
+                cursor.execute(QUERIES["upsert_fingerprint"], {"fingerprint": fingerprint, "signature": signature})
+            cursor.execute(QUERIES["get_event"], {"event_id": event_id})
+            event_row = cursor.fetchone()
+            cursor.execute(QUERIES["get_fingerprint"], {"fingerprint": event_row["fingerprint"]})
+            return new, event_row, cursor.fetchone()
 
     def insert_event(self, event_id: str, fingerprint: str, signature: str, context: dict) -> bool:
         """Store a new event and count it under its fingerprint; return False if it was stored before."""

@@ -210,23 +210,17 @@ def save_event_classification(event_id: str, classification: Classification) -> 
     return True
 
 
-def inherit(event_id: str, fingerprint_row: dict) -> str:
+def inherit(event_id: str) -> str:
     """Give an event its fingerprint's classification and deep analysis, without a provider call."""
-    classification = Classification(
-        category=Category(fingerprint_row["category"]),
-        severity=Severity(fingerprint_row["severity"]),
-        summary=fingerprint_row["summary"],
-        classifier=fingerprint_row["classifier"],
-        reason="inherited from its fingerprint",
+    row = get_store().fetchone("save_inherited", event_id=event_id)
+    if row is None:
+        logger.info("classification already stored: event_id=%s", event_id)
+        return "already-classified"
+    logger.info(
+        "classified: event_id=%s category=%s severity=%s classifier=%s inherited=true",
+        event_id, row["category"], row["severity"], row["classifier"],
     )
-    if save_event_classification(event_id, classification):
-        get_store().execute(
-            "mark_inherited",
-            event_id=event_id,
-            root_cause=fingerprint_row["root_cause"],
-            recommended_action=fingerprint_row["recommended_action"],
-            deep_classifier=fingerprint_row["deep_classifier"],
-        )
+    enqueue_notifications(event_id, "classified")
     return "inherited"
 
 
@@ -245,15 +239,14 @@ def route_deep(event_id: str, event_fingerprint: str, classification: Classifica
         app.send_task(DEEP_TASK, args=[event_id], queue=settings.deep_queue)
 
 
-def classify_row(task, row: dict) -> str:
+def classify_row(task, row: dict, fingerprint_row: Optional[dict]) -> str:
     """Classify one stored, unclassified event: inherit, rules, or the provider under a fingerprint claim."""
     store = get_store()
     event_id, event_fingerprint = row["event_id"], row["fingerprint"]
     release = (row["context"] or {}).get("release")
 
-    fingerprint_row = store.fetchone("get_fingerprint", fingerprint=event_fingerprint)
     if is_fresh(fingerprint_row, release):
-        return inherit(event_id, fingerprint_row)
+        return inherit(event_id)
 
     reason = rules_reason()
     if reason is not None:
@@ -271,7 +264,7 @@ def classify_row(task, row: dict) -> str:
     if not claimed:
         fingerprint_row = store.fetchone("get_fingerprint", fingerprint=event_fingerprint)
         if is_fresh(fingerprint_row, release):
-            return inherit(event_id, fingerprint_row)
+            return inherit(event_id)
         logger.debug("fingerprint busy, waiting: event_id=%s fingerprint=%s", event_id, event_fingerprint)
         raise task.retry(countdown=CLAIM_WAIT_SECONDS + random.uniform(0, CLAIM_WAIT_SECONDS))
     try:
@@ -329,17 +322,15 @@ def ingest_event(self, payload):
             _dead_letter(self.request.id, payload, error)
             return "dead-letter"
 
-        store = get_store()
         event_fingerprint = fingerprint(context)
-        if store.insert_event(event_id, event_fingerprint, signature(context), context):
+        new, row, fingerprint_row = get_store().receive_event(event_id, event_fingerprint, signature(context), context)
+        if new:
             logger.info("stored: event_id=%s fingerprint=%s", event_id, event_fingerprint)
         if not settings.worker_enabled:
             return "stored"
-
-        row = store.fetchone("get_event", event_id=event_id)
         if row["classified_at"] is not None:
             return "already-classified"
-        return classify_row(self, row)
+        return classify_row(self, row, fingerprint_row)
     except Retry:
         raise
     except StoreError as error:

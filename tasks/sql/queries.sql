@@ -153,12 +153,18 @@ WHERE fingerprint = %(fingerprint)s;
 -- name: release_fingerprint_claim
 UPDATE fingerprints SET claimed_until = NULL WHERE fingerprint = %(fingerprint)s;
 
--- name: mark_inherited
-UPDATE error_events
-SET inherited = true,
-    root_cause = %(root_cause)s, recommended_action = %(recommended_action)s,
-    deep_classifier = %(deep_classifier)s
-WHERE event_id = %(event_id)s;
+-- name: save_inherited
+-- One statement for the common case: the event takes its fingerprint's
+-- classification and deep analysis as they are now.
+UPDATE error_events AS e
+SET category = f.category, severity = f.severity, summary = f.summary,
+    classifier = f.classifier, classification_note = 'inherited from its fingerprint',
+    classified_at = now(), inherited = true,
+    root_cause = f.root_cause, recommended_action = f.recommended_action,
+    deep_classifier = f.deep_classifier
+FROM fingerprints AS f
+WHERE e.event_id = %(event_id)s AND e.classified_at IS NULL AND f.fingerprint = e.fingerprint
+RETURNING e.category, e.severity, e.classifier;
 
 -- name: claim_fingerprint_deep
 -- Deep analysis runs once per fingerprint: the first event to claim it is analysed.
