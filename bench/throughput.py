@@ -339,9 +339,9 @@ def plan(quick: bool) -> dict:
         return {"noop_events": 500, "concurrency": 2, "runs": [("zipf", 0.0, 500), ("unique", 0.0, 300),
                 ("unique", 0.3, 20), ("zipf", 0.3, 300)], "sweep": [2], "threads": [], "sweep_window": 3.0,
                 "latency_seconds": 2.0}
-    return {"noop_events": 20000, "concurrency": 2, "runs": [("zipf", 0.0, 20000), ("unique", 0.0, 3000),
+    return {"noop_events": 20000, "concurrency": 2, "runs": [("zipf", 0.0, 20000), ("unique", 0.0, 2000),
             ("unique", 0.3, 100), ("zipf", 0.3, 1000)], "sweep": [1, 2, 4, 8, 16], "threads": [16],
-            "sweep_window": 6.0, "latency_seconds": 5.0}
+            "sweep_window": 4.0, "latency_seconds": 5.0}
 
 
 def run(pipe: Pipeline, quick: bool = False, log=print) -> dict:
