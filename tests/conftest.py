@@ -9,6 +9,7 @@ takes errortriage_test1 and db 12, and so on.
 
 import fcntl
 import os
+import re
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -102,10 +103,20 @@ def llm_session():
     stub.stop()
 
 
+# Patterns that must never reach a provider, whatever a test sends.
+UNSCRUBBED = re.compile(
+    r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}|\bsk-[A-Za-z0-9_\-]{16,}|\bAKIA[0-9A-Z]{16}|\beyJ[\w\-]{5,}\.[\w\-]{5,}\."
+)
+
+
 @pytest.fixture
 def llm(llm_session):
     llm_session.reset()
-    return llm_session
+    yield llm_session
+    for call in llm_session.calls():
+        for message in call["body"].get("messages", []):
+            leaked = UNSCRUBBED.findall(message.get("content") or "")
+            assert not leaked, f"a prompt contains unscrubbed text: {leaked}"
 
 
 @pytest.fixture
