@@ -126,23 +126,11 @@ class Store:
             cursor.execute(QUERIES[name], params)
             return cursor.rowcount
 
-    def receive_event(self, event_id: str, fingerprint: str, signature: str, context: dict) -> tuple:
-        """Store an event once, count it under its fingerprint, and read both rows back, in one transaction.
-
-        Return (new, event row, fingerprint row); `new` is False for an event stored before.
-        """
+    @contextmanager
+    def transaction(self) -> Iterator["Transaction"]:
+        """Yield a Transaction whose named queries commit together at the end of the block."""
         with self.cursor() as cursor:
-            cursor.execute(
-                QUERIES["insert_event"],
-                {"event_id": event_id, "fingerprint": fingerprint, "context": psycopg2.extras.Json(context)},
-            )
-            new = cursor.fetchone() is not None
-            if new:
-                cursor.execute(QUERIES["upsert_fingerprint"], {"fingerprint": fingerprint, "signature": signature})
-            cursor.execute(QUERIES["get_event"], {"event_id": event_id})
-            event_row = cursor.fetchone()
-            cursor.execute(QUERIES["get_fingerprint"], {"fingerprint": event_row["fingerprint"]})
-            return new, event_row, cursor.fetchone()
+            yield Transaction(cursor)
 
     def insert_event(self, event_id: str, fingerprint: str, signature: str, context: dict) -> bool:
         """Store a new event and count it under its fingerprint; return False if it was stored before."""
@@ -180,3 +168,27 @@ class Store:
         for version in applied_now:
             logger.info("applied migration %s", version)
         return applied_now
+
+
+class Transaction:
+    """Named queries on one cursor, inside one transaction."""
+
+    def __init__(self, cursor):
+        self.cursor = cursor
+
+    def fetchone(self, name: str, **params) -> Optional[dict]:
+        self.cursor.execute(QUERIES[name], params)
+        return self.cursor.fetchone() if self.cursor.description else None
+
+    def receive_event(self, event_id: str, fingerprint: str, signature: str, context: dict) -> tuple:
+        """Store an event once, count it under its fingerprint, and read both rows back.
+
+        Return (new, event row, fingerprint row); `new` is False for an event stored before.
+        """
+        new = self.fetchone(
+            "insert_event", event_id=event_id, fingerprint=fingerprint, context=psycopg2.extras.Json(context)
+        ) is not None
+        if new:
+            self.fetchone("upsert_fingerprint", fingerprint=fingerprint, signature=signature)
+        event_row = self.fetchone("get_event", event_id=event_id)
+        return new, event_row, self.fetchone("get_fingerprint", fingerprint=event_row["fingerprint"])

@@ -186,28 +186,56 @@ def wants_deep(classification: Classification) -> bool:
     return urgent or unclear
 
 
+def _classification_params(event_id: str, classification: Classification) -> dict:
+    return {
+        "event_id": event_id,
+        "category": classification.category.value,
+        "severity": classification.severity.value,
+        "summary": classification.summary,
+        "classifier": classification.classifier,
+        "note": classification.reason,
+        "prompt_tokens": classification.usage.prompt_tokens,
+        "completion_tokens": classification.usage.completion_tokens,
+    }
+
+
+def _log_classified(event_id: str, category: str, severity: str, classifier: str, inherited: bool = False) -> None:
+    logger.info(
+        "classified: event_id=%s category=%s severity=%s classifier=%s inherited=%s",
+        event_id, category, severity, classifier, inherited,
+    )
+
+
 def save_event_classification(event_id: str, classification: Classification) -> bool:
     """Store a classification on the event row once; return False if it was classified before."""
-    row = get_store().fetchone(
-        "save_classification",
-        event_id=event_id,
-        category=classification.category.value,
-        severity=classification.severity.value,
-        summary=classification.summary,
-        classifier=classification.classifier,
-        note=classification.reason,
-        prompt_tokens=classification.usage.prompt_tokens,
-        completion_tokens=classification.usage.completion_tokens,
-    )
+    row = get_store().fetchone("save_classification", **_classification_params(event_id, classification))
     if row is None:
         logger.info("classification already stored: event_id=%s", event_id)
         return False
-    logger.info(
-        "classified: event_id=%s category=%s severity=%s classifier=%s",
-        event_id, classification.category.value, classification.severity.value, classification.classifier,
-    )
+    _log_classified(event_id, classification.category.value, classification.severity.value, classification.classifier)
     enqueue_notifications(event_id, "classified")
     return True
+
+
+def classify_in_transaction(tx, row: dict, fingerprint_row: Optional[dict]) -> Optional[str]:
+    """Classify without the provider inside the storing transaction, when that is possible.
+
+    Return "inherited" or "rules" when the row was classified, or None when the
+    provider must be called (after the row is committed).
+    """
+    release = (row["context"] or {}).get("release")
+    if is_fresh(fingerprint_row, release):
+        saved = tx.fetchone("save_inherited", event_id=row["event_id"])
+        if saved is not None:
+            _log_classified(row["event_id"], saved["category"], saved["severity"], saved["classifier"], inherited=True)
+        return "inherited"
+    reason = rules_reason()
+    if reason is None:
+        return None
+    classification = rules.classify(row["context"], reason=reason)
+    if tx.fetchone("save_classification", **_classification_params(row["event_id"], classification)) is not None:
+        _log_classified(row["event_id"], classification.category.value, classification.severity.value, RULES)
+    return "rules"
 
 
 def inherit(event_id: str) -> str:
@@ -216,10 +244,7 @@ def inherit(event_id: str) -> str:
     if row is None:
         logger.info("classification already stored: event_id=%s", event_id)
         return "already-classified"
-    logger.info(
-        "classified: event_id=%s category=%s severity=%s classifier=%s inherited=true",
-        event_id, row["category"], row["severity"], row["classifier"],
-    )
+    _log_classified(event_id, row["category"], row["severity"], row["classifier"], inherited=True)
     enqueue_notifications(event_id, "classified")
     return "inherited"
 
@@ -239,19 +264,11 @@ def route_deep(event_id: str, event_fingerprint: str, classification: Classifica
         app.send_task(DEEP_TASK, args=[event_id], queue=settings.deep_queue)
 
 
-def classify_row(task, row: dict, fingerprint_row: Optional[dict]) -> str:
-    """Classify one stored, unclassified event: inherit, rules, or the provider under a fingerprint claim."""
+def classify_with_provider(task, row: dict) -> str:
+    """Classify one stored, unclassified event with the provider, under a claim on its fingerprint."""
     store = get_store()
     event_id, event_fingerprint = row["event_id"], row["fingerprint"]
     release = (row["context"] or {}).get("release")
-
-    if is_fresh(fingerprint_row, release):
-        return inherit(event_id)
-
-    reason = rules_reason()
-    if reason is not None:
-        save_event_classification(event_id, rules.classify(row["context"], reason=reason))
-        return "rules"
 
     # One worker classifies a fingerprint; the others wait, then inherit.
     claimed = store.fetchone(
@@ -323,14 +340,22 @@ def ingest_event(self, payload):
             return "dead-letter"
 
         event_fingerprint = fingerprint(context)
-        new, row, fingerprint_row = get_store().receive_event(event_id, event_fingerprint, signature(context), context)
+        # Storing and, in the common cases (inherit, rules), classifying commit together.
+        with get_store().transaction() as tx:
+            new, row, fingerprint_row = tx.receive_event(event_id, event_fingerprint, signature(context), context)
+            if not settings.worker_enabled:
+                outcome = "stored"
+            elif row["classified_at"] is not None:
+                outcome = "already-classified"
+            else:
+                outcome = classify_in_transaction(tx, row, fingerprint_row)
         if new:
             logger.info("stored: event_id=%s fingerprint=%s", event_id, event_fingerprint)
-        if not settings.worker_enabled:
-            return "stored"
-        if row["classified_at"] is not None:
-            return "already-classified"
-        return classify_row(self, row, fingerprint_row)
+        if outcome in ("inherited", "rules"):
+            enqueue_notifications(event_id, "classified")
+        if outcome is None:
+            return classify_with_provider(self, row)
+        return outcome
     except Retry:
         raise
     except StoreError as error:
