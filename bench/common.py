@@ -34,7 +34,7 @@ BENCH_DATABASE = "errortriage_bench"
 ADMIN_DATABASE_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 STATE_DIR = ROOT / ".errortriage" / "bench"
 # A file that never exists, so no developer's .env leaks into a measurement.
-NO_ENV_FILE = str(ROOT / "bench" / "no-such.env")
+NO_ENV_FILE = str(ROOT / "tests" / "data" / "empty.env")  # no .env file is read
 
 _PR_SET_PDEATHSIG = 1
 

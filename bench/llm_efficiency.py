@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Worker, timed_event_id, zipf_kinds
+from bench.common import NO_ENV_FILE, Worker, timed_event_id, zipf_kinds
 from bench.throughput import FINGERPRINTS, Pipeline, contexts_for, producer_for, publish
 
 TARGET_TOKEN_RATIO = 30.0
@@ -32,7 +32,7 @@ def run(pipe: Pipeline, quick: bool = False, log=print) -> dict:
     from config import load_settings
 
     events = 1000 if quick else 10000
-    defaults = load_settings({"ERRORTRIAGE_ENV_FILE": "/nonexistent"})  # default models and prices
+    defaults = load_settings({"ERRORTRIAGE_ENV_FILE": NO_ENV_FILE})  # default models and prices
     contexts = contexts_for(zipf_kinds(events, FINGERPRINTS, SEED))
 
     # Ours: the pipeline, with a deep worker so deep calls are counted too.

@@ -26,7 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BenchDatabase, RedisServer, RssSampler, Worker, percentile, sent_at_seconds, sentry_event,
+from bench.common import (NO_ENV_FILE, BenchDatabase, RedisServer, RssSampler, Worker, percentile, sent_at_seconds, sentry_event,
                           timed_event_id, worker_env, zipf_kinds)
 from support.llm_stub import DEEP_REPLY, TRIAGE_REPLY, LLMStub, Reply, completion  # noqa: E402
 
@@ -87,7 +87,7 @@ def producer_for(redis_url: str):
     from config import load_settings
     from tasks.hook import Producer
 
-    return Producer(load_settings({"REDIS_URL": redis_url, "ERRORTRIAGE_ENV_FILE": "/nonexistent"}), source="bench")
+    return Producer(load_settings({"REDIS_URL": redis_url, "ERRORTRIAGE_ENV_FILE": NO_ENV_FILE}), source="bench")
 
 
 def publish(producer, contexts: list, sequence_start: int = 0, rate: float = 0.0) -> float:
@@ -189,7 +189,7 @@ def run_noop(pipe: Pipeline, events: int, concurrency: int) -> dict:
     from config.celeryconfig import producer_config
 
     pipe.reset()
-    settings = load_settings({"REDIS_URL": pipe.redis_url, "ERRORTRIAGE_ENV_FILE": "/nonexistent"})
+    settings = load_settings({"REDIS_URL": pipe.redis_url, "ERRORTRIAGE_ENV_FILE": NO_ENV_FILE})
     sender = Celery("bench-noop-sender", set_as_current=False)
     sender.conf.update(producer_config(settings))
     producer = producer_for(pipe.redis_url)

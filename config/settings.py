@@ -164,7 +164,10 @@ def load_settings(environ: Optional[Mapping[str, str]] = None, env_file: Optiona
     """
     environ = dict(os.environ if environ is None else environ)
     if env_file is None:
-        env_file = Path(environ.get("ERRORTRIAGE_ENV_FILE", ".env"))
+        named = environ.get("ERRORTRIAGE_ENV_FILE")
+        if named and not Path(named).is_file():
+            raise ConfigError(f"ERRORTRIAGE_ENV_FILE={named!r} is not a file; fix the path or unset the variable")
+        env_file = Path(named or ".env")
     merged = read_env_file(env_file) if env_file.is_file() else {}
     merged.update(environ)
     reader = _Reader(merged)

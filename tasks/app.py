@@ -5,16 +5,22 @@ with the ConfigError that names it.
 """
 
 import logging
+import sys
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from config import load_settings
+from config import ConfigError, load_settings
 from config.celeryconfig import worker_config
 
 logger = logging.getLogger(__name__)
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except ConfigError as error:
+    # Celery prints its own usage text after this; the line that matters comes first.
+    sys.stderr.write(f"errortriage: invalid setting: {error}\n")
+    raise
 
 app = Celery("errortriage", include=["tasks.triage", "tasks.notify"])
 app.conf.update(worker_config(settings))
@@ -24,6 +30,8 @@ app.conf.update(worker_config(settings))
 def _log_start(sender=None, **kwargs):
     queues = sorted(queue.name for queue in sender.app.amqp.queues.consume_from.values()) if sender else []
     logger.info("worker ready: queues=%s settings=%s", ",".join(queues), settings.describe())
+    if settings.bulk_queue not in queues:
+        return
     if not settings.llm_configured:
         logger.warning("no LLM_API_KEY or LLM_BASE_URL configured: classifying with the rules only")
     elif settings.use_fallback_classifier:

@@ -36,7 +36,7 @@ def _wait_classified(store: Store, event_ids: set, timeout: float, echo) -> bool
         if len(classified) == len(event_ids) and not pending_deep:
             return True
         if time.monotonic() - last_report > 5:
-            echo(f"  waiting: {len(rows)} stored, {len(classified)} of {len(event_ids)} classified, "
+            echo(f"  waiting: {len(rows)} of {len(event_ids)} stored, {len(classified)} classified, "
                  f"{len(pending_deep)} deep analyses pending")
             last_report = time.monotonic()
         time.sleep(0.5)
@@ -57,7 +57,8 @@ def run_demo(state_dir: Path, echo, timeout: float = 180.0) -> int:
         database_url = settings.database_url
         if not database_url:
             postgres = stack.enter_context(_stopping(EmbeddedPostgres(state_dir / "postgres").start()))
-            database_url = postgres.url
+            # A new database each run, so a second demo shows the same table and notifications.
+            database_url = postgres.fresh_database("errortriage_demo")
             echo(f"started embedded Postgres in {state_dir / 'postgres'}")
 
         env = dict(os.environ, REDIS_URL=redis_url, DATABASE_URL=database_url)

@@ -105,6 +105,19 @@ class EmbeddedPostgres:
         logger.info("embedded postgres started in %s", self.state_dir)
         return self
 
+    def fresh_database(self, name: str) -> str:
+        """Drop and create database `name` on this server; return its URL."""
+        import psycopg2
+        from urllib.parse import urlsplit, urlunsplit
+
+        connection = psycopg2.connect(self.url)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        connection.close()
+        return urlunsplit(urlsplit(self.url)._replace(path=f"/{name}"))
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.cleanup()

@@ -120,6 +120,9 @@ def print_report(evaluation: Evaluation, settings: Settings, echo=click.echo) ->
 def print_costs(store, days: int, echo=click.echo) -> None:
     """Print spend by day and model for the last `days` days, and the month's projection."""
     rows = store.fetchall("costs_by_day", days=days)
+    if not rows:
+        echo(f"no provider calls recorded in the last {days} days (the rules tier costs nothing)")
+        return
     echo(f"{'day':<12} {'model':<24} {'calls':>7} {'prompt tok':>11} {'compl tok':>10} {'cost USD':>10}")
     for row in rows:
         echo(f"{row['day'].isoformat():<12} {row['model']:<24} {row['calls']:>7} {row['prompt_tokens']:>11} "

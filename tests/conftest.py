@@ -46,7 +46,7 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{13 -
 # In-process code (the sweep, the CLI) reads these at import; set them before any import of tasks.app.
 os.environ["DATABASE_URL"] = TEST_DATABASE_URL
 os.environ["REDIS_URL"] = TEST_REDIS_URL
-os.environ["ERRORTRIAGE_ENV_FILE"] = str(ROOT / "tests" / "no-such.env")
+os.environ["ERRORTRIAGE_ENV_FILE"] = str(ROOT / "tests" / "data" / "empty.env")
 for name in ("LLM_BASE_URL", "LLM_API_KEY", "HOLYSHEEP_BASE_URL", "HOLYSHEEP_API_KEY",
              "USE_FALLBACK_CLASSIFIER", "WORKER_ENABLED"):
     os.environ.pop(name, None)

@@ -16,9 +16,9 @@ def test_flower_requires_basic_auth(worker_env, start_worker, tmp_path):
     port = free_port()
     log = open(tmp_path / "flower.log", "wb")
     flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1", f"--port={port}",
-         "--basic-auth=ops:s3cret-pass"],
-        env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1", f"--port={port}"],
+        # As in the Procfile: Flower reads FLOWER_BASIC_AUTH itself, so the password stays out of `ps`.
+        env=dict(worker_env, FLOWER_BASIC_AUTH="ops:s3cret-pass"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
