@@ -70,13 +70,69 @@ def _mask_user_id(match: re.Match) -> str:
     return f"{match.group('key')}{match.group('sep')}user-{stable_hash(match.group('value'))}"
 
 
+_FOUR_DIGITS = re.compile(r"\d{4}")
+_API_KEY_PREFIXES = ("sk-", "AKIA", "AIza", "gh", "xox", "hf_")
+_KEY_WORDS = ("password", "passwd", "pwd", "secret", "api_key", "apikey", "access_token", "token")
+
+
 def scrub_text(text: str) -> str:
     """Return `text` with secrets and personal data masked."""
     if not text:
         return text
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:[password]@", text)
-    text = _KEY_VALUE_PASSWORD.sub(lambda m: f"{m.group('key')}{m.group('sep')}[secret]", text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} [token]", text)
+    if not text.isascii():
+        # Case-insensitive patterns also match non-ASCII letters (e.g. the
+        # Kelvin sign for "k"), so the ASCII pre-checks below are not exact.
+        return _scrub_all(text)
+
+    # Each pattern runs only when a substring it needs to match is present.
+    # Most error text lacks most of them, and `in` costs far less than a
+    # regex scan. Checks see the text as the previous steps left it.
+    if "@" in text and "://" in text:
+        text = _URL_PASSWORD.sub(_mask_url_password, text)
+    if "=" in text or ":" in text:
+        lower = text.lower()
+        if any(word in lower for word in _KEY_WORDS):
+            text = _KEY_VALUE_PASSWORD.sub(_mask_key_value, text)
+    lower = text.lower()
+    if "bearer" in lower or "basic" in lower:
+        text = _BEARER.sub(_mask_bearer, text)
+    if "eyJ" in text:
+        text = _JWT.sub("[jwt]", text)
+    if any(prefix in text for prefix in _API_KEY_PREFIXES):
+        text = _API_KEY.sub("[api-key]", text)
+
+    if "@" in text:
+        text = _EMAIL.sub("[email]", text)
+    if "." in text:
+        text = _IPV4.sub("[ip]", text)
+    if text.count(":") >= 2:
+        text = _IPV6_CANDIDATE.sub(_mask_ipv6, text)
+    if _FOUR_DIGITS.search(text):
+        text = _CARD.sub(_mask_card, text)
+    if "+" in text:
+        text = _PHONE.sub("[phone]", text)
+    if "id" in text.lower():
+        text = _USER_ID.sub(_mask_user_id, text)
+    return text
+
+
+def _mask_url_password(match: re.Match) -> str:
+    return f"{match.group('scheme')}{match.group('user')}:[password]@"
+
+
+def _mask_key_value(match: re.Match) -> str:
+    return f"{match.group('key')}{match.group('sep')}[secret]"
+
+
+def _mask_bearer(match: re.Match) -> str:
+    return f"{match.group(1)} [token]"
+
+
+def _scrub_all(text: str) -> str:
+    """Apply every pattern in order, with no pre-check."""
+    text = _URL_PASSWORD.sub(_mask_url_password, text)
+    text = _KEY_VALUE_PASSWORD.sub(_mask_key_value, text)
+    text = _BEARER.sub(_mask_bearer, text)
     text = _JWT.sub("[jwt]", text)
     text = _API_KEY.sub("[api-key]", text)
     text = _EMAIL.sub("[email]", text)

@@ -63,8 +63,12 @@ def producer(tmp_path_factory):
     delivered = []
     settings_ = load_settings({"REDIS_URL": "redis://127.0.0.1:1/0", "HOOK_QUEUE_SIZE": "20000",
                                "SPOOL_DIR": str(tmp_path_factory.mktemp("spool"))})
+    # Errors on the request thread are counted per process, and earlier tests in this process may
+    # have caused some on purpose: only those counted from here on belong to this test.
+    errors_before = hook._module_counters["hook_errors"]
     installed = hook.configure(settings_, send=delivered.append)
     installed.delivered = delivered
+    installed.errors_before = errors_before
     yield installed
     hook._producer = None
 
@@ -82,6 +86,6 @@ def test_fuzzed_events_were_all_handled(producer):
     assert producer.flush(60)
     counts = hook.hook_counters()
     assert counts["queued"] >= 1000
-    assert counts["hook_errors"] == 0
+    assert counts["hook_errors"] - producer.errors_before == 0
     assert counts["sent"] + counts["dropped_too_large"] == counts["queued"] + counts["overflowed"]
     assert all(counts[name] == 0 for name in counts if name.startswith("dropped_"))
