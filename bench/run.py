@@ -8,7 +8,6 @@ rewrites the part of BENCHMARKS.md between the two `results` markers.
 """
 
 import argparse
-import json
 import signal
 import sys
 import time

@@ -26,7 +26,7 @@ from config.celeryconfig import MAX_RETRY_COUNTDOWN_SECONDS, NOTIFY_TASK, SENTRY
 from config.settings import SEVERITIES, Settings, mask_secret, mask_url
 from tasks.app import app, settings
 from tasks.sentry_api import SentryAPI, SentryAPIError, issue_priority
-from tasks.store import QUERIES, Store, StoreError
+from tasks.store import QUERIES, Store, StoreError, store_for
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,6 @@ class DeliveryError(Exception):
         self.release = release
 
 
-_store: Optional[Store] = None
 _session: Optional[requests.Session] = None
 _session_pid: Optional[int] = None
 _sentry: Optional[SentryAPI] = None
@@ -80,12 +79,7 @@ _comments_disabled = False
 
 
 def get_store() -> Store:
-    global _store
-    if _store is None:
-        if not settings.database_url:
-            raise StoreError("DATABASE_URL is not set; set it to postgresql://user@host:5432/dbname")
-        _store = Store(settings.database_url)
-    return _store
+    return store_for(settings.database_url)
 
 
 def _http() -> requests.Session:

@@ -192,3 +192,16 @@ class Transaction:
             self.fetchone("upsert_fingerprint", fingerprint=fingerprint, signature=signature)
         event_row = self.fetchone("get_event", event_id=event_id)
         return new, event_row, self.fetchone("get_fingerprint", fingerprint=event_row["fingerprint"])
+
+
+_process_stores: dict = {}
+
+
+def store_for(database_url: Optional[str]) -> Store:
+    """Return the Store this process uses for `database_url`, shared by every task module."""
+    if not database_url:
+        raise StoreError("DATABASE_URL is not set; set it to postgresql://user@host:5432/dbname")
+    store = _process_stores.get(database_url)
+    if store is None:
+        store = _process_stores[database_url] = Store(database_url)
+    return store

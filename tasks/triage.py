@@ -25,7 +25,7 @@ from tasks.app import app, settings
 from tasks.guards import CircuitBreaker, DailyBudget
 from tasks.notify import enqueue_notifications
 from tasks.payload import PAYLOAD_VERSION, check_payload
-from tasks.store import Store, StoreDataError, StoreError
+from tasks.store import Store, StoreDataError, StoreError, store_for
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ CLAIM_SECONDS = 2 * settings.llm_timeout_seconds + 30
 # Wait between checks while another worker classifies the same fingerprint.
 CLAIM_WAIT_SECONDS = 1.0
 
-_store: Optional[Store] = None
 _client: Optional[LLMClient] = None
 _redis: Optional[redis.Redis] = None
 _circuit: Optional[CircuitBreaker] = None
@@ -45,18 +44,13 @@ _budget: Optional[DailyBudget] = None
 
 
 def reset_process_state() -> None:
-    """Forget the pool, the HTTP session and Redis client inherited through fork."""
-    global _store, _client, _redis, _circuit, _budget
-    _store = _client = _redis = _circuit = _budget = None
+    """Forget the HTTP session and Redis client inherited through fork; the Store renews its own pool."""
+    global _client, _redis, _circuit, _budget
+    _client = _redis = _circuit = _budget = None
 
 
 def get_store() -> Store:
-    global _store
-    if _store is None:
-        if not settings.database_url:
-            raise StoreError("DATABASE_URL is not set; set it to postgresql://user@host:5432/dbname")
-        _store = Store(settings.database_url)
-    return _store
+    return store_for(settings.database_url)
 
 
 def get_client() -> LLMClient:

@@ -1,7 +1,5 @@
 from pathlib import Path
 
-import pytest
-
 from classifier.context import extract_context
 from classifier.dataset import read_records, record_to_event
 from classifier.rules import classify
