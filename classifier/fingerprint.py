@@ -3,7 +3,7 @@
 The signature is the exception type, the message with its volatile parts
 replaced by placeholders, and the innermost in-app frames by module and
 function (line numbers change with every deploy). A fingerprint the app set
-in Sentry takes precedence, unless it only asks for Sentry's default grouping.
+in Sentry takes precedence, unless it only names Sentry's default grouping.
 """
 
 import hashlib

@@ -151,7 +151,7 @@ class CallRecord:
 
 
 def _rejects_response_format(response: requests.Response) -> bool:
-    """True when a 400 says the provider does not support the requested response_format."""
+    """Return True when a 400 reports that the provider does not support the requested response_format."""
     try:
         error = response.json().get("error") or {}
     except (ValueError, AttributeError):

@@ -4,6 +4,8 @@ Task names are fixed strings so that an instrumented app can publish with
 `send_task` by name and never import worker code.
 """
 
+import random
+
 from config.settings import Settings
 
 INGEST_TASK = "errortriage.ingest_event"
@@ -20,9 +22,15 @@ TASK_TIME_LIMIT_SECONDS = 150
 # Upper bound of any retry countdown a task schedules for itself.
 MAX_RETRY_COUNTDOWN_SECONDS = 300
 
+def backoff_seconds(retries: int, base: float = 2.0) -> float:
+    """Return a retry countdown: exponential in `retries`, with jitter over its upper half, capped."""
+    ceiling = min(MAX_RETRY_COUNTDOWN_SECONDS, base * (2 ** min(retries, 16)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
 # Redis re-delivers a message that was taken but not acked after the visibility
 # timeout (VISIBILITY_TIMEOUT_SECONDS). It must exceed the longest task run plus
-# the longest retry countdown, because a retry is an ETA message the worker holds
+# the longest retry countdown, because a retry is an ETA message the worker keeps
 # unacked; otherwise a healthy but slow task would be delivered twice.
 MIN_VISIBILITY_TIMEOUT_SECONDS = TASK_TIME_LIMIT_SECONDS + MAX_RETRY_COUNTDOWN_SECONDS
 

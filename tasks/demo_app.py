@@ -76,7 +76,7 @@ class SentryIngestHandler(_QuietHandler):
 
 
 class _ReceiverHandler(_QuietHandler):
-    """Records each JSON body POSTed to it; subclasses give the documented answer."""
+    """Records each JSON body POSTed to it; subclasses send the documented response."""
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)

@@ -265,7 +265,7 @@ class Producer:
         return payload
 
     def _send(self, payload: dict, session: Optional["_ProducerSession"] = None) -> None:
-        """Publish one payload; with `session`, over the producer it holds across events."""
+        """Publish one payload, over the producer `session` keeps across events when given."""
         if self._send_override is not None:
             self._send_override(payload)
             return

@@ -16,13 +16,13 @@ settings are present.
 
 import logging
 import os
-import random
 from typing import Callable, Optional
 
 import requests
 from celery.exceptions import Retry
 
-from config.celeryconfig import MAX_RETRY_COUNTDOWN_SECONDS, NOTIFY_TASK, SENTRY_WRITEBACK_TASK
+from config.errors import ErrortriageError
+from config.celeryconfig import MAX_RETRY_COUNTDOWN_SECONDS, NOTIFY_TASK, SENTRY_WRITEBACK_TASK, backoff_seconds
 from config.settings import SEVERITIES, Settings, mask_secret, mask_url
 from tasks.app import app, settings
 from tasks.sentry_api import SentryAPI, SentryAPIError, issue_priority
@@ -57,7 +57,7 @@ PAGERDUTY_SEVERITY = {"P0_CRITICAL": "critical", "P1_HIGH": "error", "P2_MEDIUM"
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 413, 422}
 
 
-class DeliveryError(Exception):
+class DeliveryError(ErrortriageError):
     """A send failed; `permanent` errors are not retried, others wait `retry_after` or a backoff."""
 
     def __init__(self, message: str, permanent: bool = False, retry_after: Optional[float] = None,
@@ -92,7 +92,7 @@ def _http() -> requests.Session:
 
 
 def get_sentry() -> Optional[SentryAPI]:
-    """The process's Sentry client, or None when the write-back is not configured."""
+    """Return the process's Sentry client, or None when the write-back is not configured."""
     global _sentry
     if not sentry_configured(settings):
         return None
@@ -262,7 +262,7 @@ def _post_json(url: str, body: dict, channel: str, ok_statuses: tuple) -> reques
     try:
         response = _http().post(url, json=body, timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS))
     except requests.RequestException as error:
-        # The exception text repeats the URL, which holds the secret for Slack: keep only the type.
+        # The exception text repeats the URL, which contains the Slack secret, so keep only the type.
         raise DeliveryError(f"{channel}: {type(error).__name__}") from None
     if response.status_code in ok_statuses:
         return response
@@ -285,10 +285,10 @@ def send_pagerduty(events_url: str, body: dict) -> None:
 # ---------------------------------------------------------------- the delivery engine
 
 
-def backoff_seconds(attempts: int, base: float = 2.0) -> float:
-    """Exponential backoff with jitter, capped below the task countdown limit."""
-    ceiling = min(MAX_RETRY_COUNTDOWN_SECONDS, base * (2 ** attempts))
-    return random.uniform(ceiling / 2, ceiling)
+def _retry_on_store_error(task, step: str, event_id: str, error: StoreError):
+    countdown = backoff_seconds(task.request.retries)
+    logger.warning("store unavailable, retrying %s: event_id=%s error=%s", step, event_id, error)
+    return task.retry(exc=error, countdown=countdown, max_retries=TASK_MAX_RETRIES)
 
 
 def _log_permanent(channel: str, error: Exception, target: str) -> None:
@@ -448,9 +448,7 @@ def notify(self, event_id, stage):
     except Retry:
         raise
     except StoreError as error:
-        countdown = backoff_seconds(self.request.retries)
-        logger.warning("store unavailable, retrying notify: event_id=%s error=%s", event_id, error)
-        raise self.retry(exc=error, countdown=countdown, max_retries=TASK_MAX_RETRIES)
+        raise _retry_on_store_error(self, "notify", event_id, error)
 
 
 # ---------------------------------------------------------------- Sentry write-back
@@ -531,9 +529,7 @@ def sentry_writeback(self, event_id, stage):
     except Retry:
         raise
     except StoreError as error:
-        countdown = backoff_seconds(self.request.retries)
-        logger.warning("store unavailable, retrying Sentry write-back: event_id=%s error=%s", event_id, error)
-        raise self.retry(exc=error, countdown=countdown, max_retries=TASK_MAX_RETRIES)
+        raise _retry_on_store_error(self, "Sentry write-back", event_id, error)
 
 
 # ---------------------------------------------------------------- notify-test

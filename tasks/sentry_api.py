@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import requests
 
+from config.errors import ErrortriageError
 from config.settings import mask_secret
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ PRIORITY_BY_SEVERITY = {
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 422}
 
 
-class SentryAPIError(Exception):
-    """A call failed. `permanent` says whether retrying can help; `retry_after` is a hint in seconds."""
+class SentryAPIError(ErrortriageError):
+    """A call failed. `permanent` tells whether retrying can help; `retry_after` is a hint in seconds."""
 
     def __init__(self, message: str, status: Optional[int] = None, permanent: bool = False,
                  retry_after: Optional[float] = None):
@@ -127,7 +128,7 @@ class SentryAPI:
         return self._session
 
     def issue_url(self, issue_id: str) -> str:
-        """The web page of an issue, for links in messages."""
+        """Return the web page of an issue, for links in messages."""
         return f"{self.base_url}/organizations/{quote(self.org, safe='')}/issues/{quote(str(issue_id), safe='')}/"
 
     def _request(self, method: str, path: str, action: str, json_body=None) -> requests.Response:

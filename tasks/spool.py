@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from config.errors import ErrortriageError
+
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".replay.lock"
@@ -50,7 +52,7 @@ RESCAN_INTERVAL_SECONDS = 1.0
 _NAME = re.compile(r"\d{20}-\d+-\d{8}\.json")
 
 
-class PermanentSendError(Exception):
+class PermanentSendError(ErrortriageError):
     """Raised by a replay callback for a payload that no retry will ever send."""
 
 
@@ -245,7 +247,7 @@ class Spool:
             self._quarantine(path)
             return None
         if not isinstance(payload, dict):
-            logger.error("spool file holds no payload object, kept as .bad: file=%s", path.name)
+            logger.error("invalid spool file: no payload object, renamed to .bad: file=%s", path.name)
             self._quarantine(path)
             return None
         return payload

@@ -20,7 +20,7 @@ from classifier.fingerprint import fingerprint, signature
 from classifier.llm import CallRecord, LLMClient
 from classifier.schema import RULES, Category, Classification, Severity
 from classifier.scrub import scrub_value
-from config.celeryconfig import DEEP_TASK, INGEST_TASK, MAX_RETRY_COUNTDOWN_SECONDS, SWEEP_TASK
+from config.celeryconfig import DEEP_TASK, INGEST_TASK, MAX_RETRY_COUNTDOWN_SECONDS, SWEEP_TASK, backoff_seconds
 from tasks.app import app, settings
 from tasks.guards import CircuitBreaker, DailyBudget
 from tasks.notify import enqueue_notifications
@@ -88,12 +88,6 @@ def get_budget() -> DailyBudget:
 
         _budget = DailyBudget(settings.llm_daily_budget_usd, read_spend, _get_redis())
     return _budget
-
-
-def backoff_seconds(retries: int, base: float = 2.0) -> float:
-    """Exponential backoff with full jitter, capped well below the visibility timeout."""
-    ceiling = min(MAX_RETRY_COUNTDOWN_SECONDS, base * (2 ** retries))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 def call_recorder(event_id: str, event_fingerprint: str, tier: str):
@@ -311,7 +305,7 @@ def _dead_letter(task_id: Optional[str], payload, error: Exception) -> None:
 
 
 def _retry_on_store_error(task, event_id, error: StoreError):
-    countdown = backoff_seconds(min(task.request.retries, 10))
+    countdown = backoff_seconds(task.request.retries)
     logger.warning(
         "store unavailable, retrying: task=%s event_id=%s retry=%d countdown=%.1fs error=%s",
         task.name, event_id, task.request.retries + 1, countdown, error,
@@ -364,7 +358,7 @@ def ingest_event(self, payload):
         try:
             _dead_letter(self.request.id, payload, error)
         except (StoreError, StoreDataError):
-            raise self.retry(exc=error, countdown=backoff_seconds(min(self.request.retries, 10)))
+            raise self.retry(exc=error, countdown=backoff_seconds(self.request.retries))
         return "dead-letter"
 
 

@@ -51,7 +51,7 @@ WHERE event_id = %(event_id)s AND deep_status = 'queued'
 RETURNING id;
 
 -- name: stale_unclassified
--- Rows nobody classified since `stale_after` seconds ago, oldest first. The
+-- Rows left unclassified since `stale_after` seconds ago, oldest first. The
 -- same age must pass again after a sweep before the row is swept once more.
 SELECT event_id, sweeps
 FROM error_events

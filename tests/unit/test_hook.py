@@ -412,6 +412,7 @@ def test_chained_user_callback_runs_after_ours(make_producer, broker):
 
 def test_readme_names_the_spool_settings():
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    assert "SPOOL_DIR" in readme and "SPOOL_MAX_BYTES" in readme
+    assert "SPOOL_DIR" in readme
+    assert "SPOOL_MAX_BYTES" in readme
     assert "replay-spool" in readme
     assert "fsync" in readme
