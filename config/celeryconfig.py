@@ -35,8 +35,8 @@ def backoff_seconds(retries: int, base: float = 2.0) -> float:
 MIN_VISIBILITY_TIMEOUT_SECONDS = TASK_TIME_LIMIT_SECONDS + MAX_RETRY_COUNTDOWN_SECONDS
 
 
-def broker_transport_options(settings: Settings) -> dict:
-    """Return the kombu Redis transport options shared by workers and the hook."""
+def broker_transport_options(settings: Settings, socket_timeout: float) -> dict:
+    """Return the kombu Redis transport options of workers and the hook."""
     return {
         "visibility_timeout": max(settings.visibility_timeout_seconds, MIN_VISIBILITY_TIMEOUT_SECONDS),
         # kombu looks for messages of dead workers every interval x throttle
@@ -45,7 +45,7 @@ def broker_transport_options(settings: Settings) -> dict:
         "unacked_restore_throttle": 3,
         # kombu passes no socket timeout by default, so a Redis that accepts the
         # connection but never replies would hang the caller forever.
-        "socket_timeout": settings.broker_socket_timeout_seconds,
+        "socket_timeout": socket_timeout,
         "socket_connect_timeout": settings.broker_socket_timeout_seconds,
         "retry_on_timeout": False,
     }
@@ -55,7 +55,10 @@ def worker_config(settings: Settings) -> dict:
     """Return the Celery configuration of worker and beat processes."""
     return {
         "broker_url": settings.redis_url,
-        "broker_transport_options": broker_transport_options(settings),
+        # A worker waits out a Redis stall shorter than this socket timeout
+        # instead of dropping its connection: a connection dropped while its
+        # BRPOP is unanswered loses the message Redis pops for it on resuming.
+        "broker_transport_options": broker_transport_options(settings, settings.worker_broker_socket_timeout_seconds),
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -120,5 +123,7 @@ def producer_config(settings: Settings) -> dict:
         # connect for broker_connection_timeout seconds, and the hook has the
         # spool for that.
         "broker_connection_timeout": settings.broker_socket_timeout_seconds,
-        "broker_transport_options": dict(broker_transport_options(settings), max_retries=0),
+        "broker_transport_options": dict(
+            broker_transport_options(settings, settings.broker_socket_timeout_seconds), max_retries=0
+        ),
     }

@@ -59,6 +59,7 @@ class Settings:
     sweep_max_attempts: int = 3
 
     broker_socket_timeout_seconds: float = 2.0
+    worker_broker_socket_timeout_seconds: float = 30.0
     visibility_timeout_seconds: float = 900.0
     hook_queue_size: int = 1000
     max_context_bytes: int = 16384
@@ -195,6 +196,9 @@ def load_settings(environ: Optional[Mapping[str, str]] = None, env_file: Optiona
         sweep_max_attempts=int(reader.number("SWEEP_MAX_ATTEMPTS", Settings.sweep_max_attempts, integer=True)),
         broker_socket_timeout_seconds=reader.number(
             "BROKER_SOCKET_TIMEOUT_SECONDS", Settings.broker_socket_timeout_seconds
+        ),
+        worker_broker_socket_timeout_seconds=reader.number(
+            "WORKER_BROKER_SOCKET_TIMEOUT_SECONDS", Settings.worker_broker_socket_timeout_seconds
         ),
         visibility_timeout_seconds=reader.number("VISIBILITY_TIMEOUT_SECONDS", Settings.visibility_timeout_seconds),
         hook_queue_size=int(reader.number("HOOK_QUEUE_SIZE", Settings.hook_queue_size, integer=True)),

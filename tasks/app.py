@@ -12,6 +12,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from config import ConfigError, load_settings
 from config.celeryconfig import worker_config
+from tasks import broker
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,9 @@ except ConfigError as error:
     # Celery prints its own usage text after this; the line that matters comes first.
     sys.stderr.write(f"errortriage: invalid setting: {error}\n")
     raise
+
+# An ack that Redis does not answer must not cost the worker a prefetch slot.
+broker.install()
 
 app = Celery("errortriage", include=["tasks.triage", "tasks.notify"])
 app.conf.update(worker_config(settings))

@@ -1,8 +1,9 @@
 """The workers' own Celery app with a short Redis visibility timeout, for the whole-worker SIGKILL case.
 
 A worker killed as a whole leaves the messages it held unacked in Redis,
-and kombu gives them back only after the visibility timeout (an hour in
-config/celeryconfig.py). The test cannot wait that long, so its workers use
+and kombu gives them back only after the visibility timeout
+(VISIBILITY_TIMEOUT_SECONDS, 15 minutes by default, never under 450 s). The
+test cannot wait that long, so its workers use
 FAULT_VISIBILITY_TIMEOUT_SECONDS; nothing else differs from `tasks.app`.
 """
 

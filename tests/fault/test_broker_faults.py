@@ -7,8 +7,10 @@ import sys
 import time
 
 import pytest
+from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from faultkit import base_env, counts, report, stored_ids, wait_until
+from tasks import broker
 from tasks.spool import Spool
 
 pytestmark = pytest.mark.slow
@@ -105,6 +107,75 @@ def test_frozen_redis_never_slows_capture(store, database_url, own_redis, celery
     assert figures["lost"] == 0
     assert drained["counters"]["hook_errors"] == 0
     assert drained["counters"]["spooled"] > 0  # the freeze was noticed and bridged by the spool
+
+
+def test_unconfirmed_ack_frees_prefetch_slot(own_redis):
+    """kombu level: an ack that times out while Redis is stopped still lets the channel take the next message."""
+    broker.install()
+    options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    queue = Queue("ack-probe", Exchange("ack-probe", type="direct"), routing_key="ack-probe")
+    received = []
+    with Connection(own_redis.url, transport_options=options) as connection:
+        channel = connection.channel()
+        assert isinstance(channel.qos, broker.AckSafeQoS)
+        producer = Producer(channel)
+        for number in (1, 2):
+            producer.publish({"n": number}, exchange=queue.exchange, routing_key="ack-probe", declare=[queue])
+        channel.basic_qos(0, 1, False)
+        with Consumer(channel, [queue], callbacks=[lambda body, message: received.append((body["n"], message))]):
+            connection.drain_events(timeout=5)
+            assert [n for n, _ in received] == [1]
+            own_redis.freeze()
+            try:
+                with pytest.raises(Exception):
+                    received[0][1].ack()
+            finally:
+                own_redis.thaw()
+            # Without the fix the failed ack keeps the only slot and this times out.
+            assert channel.qos.can_consume()
+            connection.drain_events(timeout=5)
+            assert [n for n, _ in received] == [1, 2]
+            received[1][1].ack()
+            assert channel.qos.can_consume()
+
+
+def test_worker_survives_unconfirmed_acks(store, database_url, own_redis, celery_children, start_app, tmp_path):
+    """Redis stopped for 6 s, longer than the worker's socket timeout, while it works through a backlog."""
+    env = base_env(database_url, own_redis.url, SPOOL_DIR=tmp_path / "spool", WORKER_BROKER_SOCKET_TIMEOUT_SECONDS=2)
+    worker = celery_children(env, concurrency=2)
+    app = start_app(env)
+    client = own_redis.client()
+    produced, stops, backlogs = set(), 0, []
+
+    def noticed() -> bool:
+        return "Redis did not" in worker.log_path.read_text(errors="replace")
+
+    # A stop counts when it falls on an ack or a delivery, not only on an
+    # idle BRPOP; up to three stops, each with a backlog waiting.
+    while stops < 3 and not noticed():
+        for round_number in range(5):
+            produced.update(app.call("burst", count=400, label=f"backlog-{stops}-{round_number}")["event_ids"])
+            assert app.call("drain", timeout=30)["drained"]
+            if client.llen("bulk") >= 100:
+                break
+        backlogs.append(client.llen("bulk"))
+        assert backlogs[-1] >= 100, "the worker drained every burst before Redis could be stopped"
+        own_redis.freeze()
+        time.sleep(6)
+        own_redis.thaw()
+        stops += 1
+
+    everything = wait_until(lambda: produced <= stored_ids(store), timeout=120)
+    figures = counts(store, produced)
+    log = worker.log_path.read_text(errors="replace")
+    report("acks unanswered", dict(figures, stops=stops, backlogs=backlogs,
+                                   unconfirmed_acks=log.count("Redis did not confirm"),
+                                   unrecorded_deliveries=log.count("Redis did not record")))
+    assert noticed()
+    # Without AckSafeQoS two unconfirmed acks leave the worker idle with the backlog still queued.
+    assert everything, figures
+    assert client.llen("bulk") == 0
+    assert figures["duplicates"] == 0
 
 
 def queued_event_ids(client, queue="bulk") -> list:

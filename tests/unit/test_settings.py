@@ -266,3 +266,22 @@ def test_cost_usd(tmp_path):
     assert settings.cost_usd("local-model", 250_000, 250_000) == pytest.approx(1.0)
     assert settings.cost_usd("unpriced-model", 10_000, 10_000) == 0.0
     assert settings.cost_usd("gpt-4.1", 0, 0) == 0.0
+
+
+def test_workers_wait_longer_on_redis_than_the_hook(tmp_path):
+    from config.celeryconfig import producer_config, worker_config
+
+    settings = load_isolated({"WORKER_BROKER_SOCKET_TIMEOUT_SECONDS": "45", "BROKER_SOCKET_TIMEOUT_SECONDS": "1.5"},
+                             tmp_path=tmp_path)
+    worker = worker_config(settings)["broker_transport_options"]
+    hook = producer_config(settings)["broker_transport_options"]
+
+    assert worker["socket_timeout"] == 45.0
+    assert hook["socket_timeout"] == 1.5
+    assert worker["socket_connect_timeout"] == hook["socket_connect_timeout"] == 1.5
+    assert load_isolated({}, tmp_path=tmp_path).worker_broker_socket_timeout_seconds == 30.0
+
+
+def test_worker_socket_timeout_rejects_zero(tmp_path):
+    with pytest.raises(ConfigError, match="WORKER_BROKER_SOCKET_TIMEOUT_SECONDS='0'"):
+        load_isolated({"WORKER_BROKER_SOCKET_TIMEOUT_SECONDS": "0"}, tmp_path=tmp_path)
