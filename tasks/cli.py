@@ -1,4 +1,4 @@
-"""The `errortriage` command: migrate, ingest, list, demo, settings."""
+"""The `errortriage` command: migrate, ingest, list, dead-letters, settings, costs, eval, demo and more."""
 
 import json
 import logging
@@ -134,6 +134,28 @@ def list_events(limit):
     except ErrortriageError as error:
         raise click.ClickException(str(error)) from None
     print_table(rows)
+
+
+@main.command(name="dead-letters")
+@click.option("-n", "--limit", default=20, show_default=True, help="Number of most recent dead letters to show.")
+@click.option("--payload", "show_payload", is_flag=True, help="Also print the first 500 characters of each payload.")
+@click.option("--check", is_flag=True, help="Exit with status 1 when the table is not empty, for cron or a health check.")
+def dead_letters(limit, show_payload, check):
+    """Show the payloads the workers could not process, newest first, with the error of each."""
+    store = _store(_settings())
+    try:
+        total = store.fetchone("count_dead_letters")["total"]
+        rows = store.fetchall("recent_dead_letters", limit=limit)
+    except ErrortriageError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{total} dead letters")
+    for row in rows:
+        error = row["error"].replace("\n", " ")
+        click.echo(f"#{row['id']} {row['received_at']:%Y-%m-%d %H:%M:%S%z} task_id={row['task_id']} error={error[:300]}")
+        if show_payload:
+            click.echo(f"    payload: {row['payload'][:500]}")
+    if check and total:
+        sys.exit(1)
 
 
 @main.command()

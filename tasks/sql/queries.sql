@@ -199,3 +199,12 @@ SELECT tier, model, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens,
 FROM llm_calls
 GROUP BY tier, model
 ORDER BY tier, model;
+
+-- name: recent_dead_letters
+SELECT id, task_id, error, payload, received_at
+FROM dead_letters
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: count_dead_letters
+SELECT count(*) AS total FROM dead_letters;

@@ -1,5 +1,7 @@
-"""Worker-side faults: a worker SIGKILLed mid-batch, Postgres restarted, a provider that misbehaves."""
+"""Worker-side faults: a pool process or a whole worker SIGKILLed mid-batch, Postgres restarted, a provider that misbehaves."""
 
+import os
+import signal
 import time
 
 import pytest
@@ -58,8 +60,8 @@ def llm_calls_per_event(store, tier: str) -> dict:
         return {row["event_id"]: int(row["n"]) for row in cursor.fetchall()}
 
 
-def test_worker_sigkill_mid_batch_classifies_each_event_once(store, database_url, own_redis, celery_children, llm):
-    """3. The whole worker (main process and pool) is SIGKILLed while it works through 300 events."""
+def test_whole_worker_sigkill_loses_at_most_one(store, database_url, own_redis, celery_children, llm):
+    """3b. The whole worker (main process and pool) is SIGKILLed while it works through 300 events."""
     llm.default_triage = llm_stub.Reply(200, llm_stub.completion(llm_stub.TRIAGE_REPLY), delay=0.05)
     env = base_env(database_url, own_redis.url, FAULT_VISIBILITY_TIMEOUT_SECONDS=8, **llm_env(llm))
     first = celery_children(env, concurrency=2, name="doomed", short_visibility=True)
@@ -90,8 +92,8 @@ def test_worker_sigkill_mid_batch_classifies_each_event_once(store, database_url
     assert at_kill["stored"] < 300, "the kill came after the batch; nothing was tested"
     assert finished, figures
     # Redis removes a message from its queue when it replies to BRPOP. A main process
-    # killed after that reply and before kombu recorded the message as unacked
-    # takes that one message with it; kombu's Redis transport has no way back.
+    # killed after that reply, before kombu recorded the message as unacked, takes
+    # that one message with it, and kombu's Redis transport cannot get it back.
     # Everything the worker had recorded comes back after the visibility timeout.
     assert figures["lost"] <= 1, figures
     assert figures["duplicates"] == 0
@@ -99,6 +101,43 @@ def test_worker_sigkill_mid_batch_classifies_each_event_once(store, database_url
     with store.cursor() as cursor:
         cursor.execute("SELECT count(*) AS n FROM error_events WHERE classifier IS NULL")
         assert cursor.fetchone()["n"] == 0
+
+
+def pool_children(pid: int) -> list:
+    """Process ids of the direct children of `pid` (Linux /proc)."""
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def test_pool_process_sigkill_loses_nothing(store, database_url, own_redis, celery_children, llm):
+    """3a. One pool process of a worker is SIGKILLed while it runs a task; the main process lives on."""
+    llm.default_triage = llm_stub.Reply(200, llm_stub.completion(llm_stub.TRIAGE_REPLY), delay=0.05)
+    # A short provider timeout keeps the fingerprint claim of the killed task short.
+    env = base_env(database_url, own_redis.url, **llm_env(llm, LLM_TIMEOUT_SECONDS=5))
+    worker = celery_children(env, concurrency=2, name="wounded")
+    # One fingerprint per event: every task calls the provider, so a pool process is busy when killed.
+    produced = publish(own_redis.url, range(300), kinds=300)
+
+    assert wait_until(lambda: counts(store, produced)["stored"] >= 80, timeout=60)
+    children = pool_children(worker.process.pid)
+    assert len(children) == 2, children
+    os.kill(children[0], signal.SIGKILL)
+    at_kill = counts(store, produced)
+
+    finished = wait_until(lambda: all_classified(store, produced), timeout=120)
+    figures = counts(store, produced)
+    deep_calls = llm_calls_per_event(store, "deep")
+    log = worker.log_path.read_text(errors="replace")
+    report("pool process SIGKILL mid-batch", dict(
+        figures, stored_at_kill=at_kill["stored"], worker_lost_errors=log.count("WorkerLostError"),
+        events_deep_twice=sum(1 for n in deep_calls.values() if n > 1)))
+
+    assert at_kill["stored"] < 300, "the kill came after the batch; nothing was tested"
+    assert "WorkerLostError" in log  # the killed process was running a task
+    assert finished, figures
+    assert figures["lost"] == 0
+    assert figures["duplicates"] == 0
+    assert all(n == 1 for n in deep_calls.values()), deep_calls
 
 
 @pytest.fixture

@@ -87,3 +87,25 @@ def test_settings_masks_key(worker_env):
     assert result.returncode == 0, result.stderr
     assert "sk-live-abcdefghijklmnopqrstuvwxyz" not in result.stdout
     assert "sk-l...wxyz" in result.stdout
+
+
+def test_dead_letters_lists_rejected_payload(store, worker_env, redis_url, start_worker):
+    from celery import Celery
+
+    empty = errortriage(worker_env, "dead-letters", "--check")
+    assert empty.returncode == 0, empty.stderr
+    assert "0 dead letters" in empty.stdout
+
+    start_worker()
+    producer = Celery(set_as_current=False, broker=redis_url)
+    producer.send_task("errortriage.ingest_event", args=[{"v": 1, "event_id": "not hex!", "context": {}}], queue="bulk")
+    wait_for(lambda: store.fetchone("count_dead_letters")["total"] == 1, message="dead letter row")
+
+    result = errortriage(worker_env, "dead-letters", "--payload", "--check")
+
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1 dead letters"
+    assert lines[1].startswith("#1 ")
+    assert "event_id" in lines[1]
+    assert '"not hex!"' in lines[2]
