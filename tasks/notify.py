@@ -128,21 +128,62 @@ def enqueue_notifications(event_id: str, stage: str, *, config: Optional[Setting
     """Queue the notify and Sentry write-back tasks of one stored event; a no-op when no channel is configured.
 
     Call it after the classification (stage "classified") or the deep analysis
-    (stage "analysed") was saved. It never raises: a failed publish is logged
-    and the classification stands.
+    (stage "analysed") was saved. It never raises. When the broker does not
+    take a task, the task goes to the notify_outbox table and the beat sweep
+    queues it later (see requeue_outbox).
     """
     config = config or settings
     celery_app = celery_app or app
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+    names = []
+    if slack_configured(config) or pagerduty_configured(config):
+        names.append(NOTIFY_TASK)
+    if sentry_configured(config):
+        names.append(SENTRY_WRITEBACK_TASK)
+    for position, name in enumerate(names):
+        try:
+            celery_app.send_task(name, args=[event_id, stage], queue=config.notify_queue)
+        except Exception as error:  # kombu raises many types when the broker is unreachable
+            logger.warning("could not queue notifications, keeping them in notify_outbox: event_id=%s stage=%s "
+                           "error=%s: %s", event_id, stage, type(error).__name__, error)
+            _keep_in_outbox(config, event_id, stage, names[position:])
+            return
+
+
+def _keep_in_outbox(config: Settings, event_id: str, stage: str, names: list) -> None:
     try:
-        if slack_configured(config) or pagerduty_configured(config):
-            celery_app.send_task(NOTIFY_TASK, args=[event_id, stage], queue=config.notify_queue)
-        if sentry_configured(config):
-            celery_app.send_task(SENTRY_WRITEBACK_TASK, args=[event_id, stage], queue=config.notify_queue)
-    except Exception as error:  # kombu raises many types when the broker is unreachable
-        logger.warning("could not queue notifications: event_id=%s stage=%s error=%s: %s",
-                       event_id, stage, type(error).__name__, error)
+        store = store_for(config.database_url)
+        for name in names:
+            store.execute("notify_outbox_add", event_id=event_id, stage=stage, task=name)
+    except ErrortriageError as error:
+        logger.error("notifications lost: neither the broker nor Postgres took them: event_id=%s stage=%s "
+                     "tasks=%s error=%s", event_id, stage, ",".join(names), error)
+
+
+def requeue_outbox(*, config: Optional[Settings] = None, celery_app=None, limit: int = 500) -> int:
+    """Queue the tasks kept in notify_outbox, oldest first; return how many were queued.
+
+    A task leaves the table only once the broker took it, and the first failed
+    publish ends the pass. A task queued twice does no harm, since the notify
+    and write-back tasks skip a delivery that is already recorded.
+    """
+    config = config or settings
+    celery_app = celery_app or app
+    store = store_for(config.database_url)
+    queued = 0
+    for row in store.fetchall("notify_outbox_oldest", limit=limit):
+        try:
+            celery_app.send_task(row["task"], args=[row["event_id"], row["stage"]], queue=config.notify_queue)
+        except Exception as error:
+            logger.warning("broker still unavailable, notify_outbox kept: event_id=%s error=%s: %s",
+                           row["event_id"], type(error).__name__, error)
+            break
+        store.execute("notify_outbox_remove", **row)
+        queued += 1
+    if queued:
+        logger.info("queued %d notification tasks from notify_outbox", queued)
+    return queued
 
 
 # ---------------------------------------------------------------- messages

@@ -23,7 +23,7 @@ from classifier.scrub import scrub_value
 from config.celeryconfig import DEEP_TASK, INGEST_TASK, MAX_RETRY_COUNTDOWN_SECONDS, SWEEP_TASK, backoff_seconds
 from tasks.app import app, settings
 from tasks.guards import CircuitBreaker, DailyBudget
-from tasks.notify import enqueue_notifications
+from tasks.notify import enqueue_notifications, requeue_outbox
 from tasks.payload import PAYLOAD_VERSION, check_payload
 from tasks.store import Store, StoreDataError, StoreError, store_for
 
@@ -430,7 +430,7 @@ def sweep_stale():
     """Re-queue rows left unclassified; after SWEEP_MAX_ATTEMPTS sweeps, classify them with the rules."""
     if not settings.worker_enabled:
         logger.info("sweep skipped: WORKER_ENABLED=false")
-        return {"requeued": 0, "ruled": 0, "deep_requeued": 0}
+        return {"requeued": 0, "ruled": 0, "deep_requeued": 0, "notifications": 0}
     store = get_store()
     requeued = ruled = 0
     for row in store.fetchall("stale_unclassified", stale_after=settings.stale_after_seconds, limit=SWEEP_BATCH):
@@ -454,6 +454,8 @@ def sweep_stale():
             store.execute("touch_deep", event_id=row["event_id"])
             app.send_task(DEEP_TASK, args=[row["event_id"]], queue=settings.deep_queue)
             deep_requeued += 1
-    if requeued or ruled or deep_requeued:
-        logger.info("sweep done: requeued=%d ruled=%d deep_requeued=%d", requeued, ruled, deep_requeued)
-    return {"requeued": requeued, "ruled": ruled, "deep_requeued": deep_requeued}
+    notifications = requeue_outbox()
+    if requeued or ruled or deep_requeued or notifications:
+        logger.info("sweep done: requeued=%d ruled=%d deep_requeued=%d notifications=%d",
+                    requeued, ruled, deep_requeued, notifications)
+    return {"requeued": requeued, "ruled": ruled, "deep_requeued": deep_requeued, "notifications": notifications}

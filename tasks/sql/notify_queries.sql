@@ -97,3 +97,18 @@ WHERE e.event_id = ANY(%(event_ids)s)
       SELECT 1 FROM notify_deliveries d
       WHERE d.event_id = e.event_id AND d.channel = c.channel AND d.stage = 'classified'
         AND d.status IN ('sent', 'folded', 'failed'));
+
+-- name: notify_outbox_add
+INSERT INTO notify_outbox (event_id, stage, task)
+VALUES (%(event_id)s, %(stage)s, %(task)s)
+ON CONFLICT DO NOTHING;
+
+-- name: notify_outbox_oldest
+SELECT event_id, stage, task
+FROM notify_outbox
+ORDER BY created_at, event_id
+LIMIT %(limit)s;
+
+-- name: notify_outbox_remove
+DELETE FROM notify_outbox
+WHERE event_id = %(event_id)s AND stage = %(stage)s AND task = %(task)s;

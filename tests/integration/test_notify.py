@@ -7,13 +7,15 @@ import redis
 from celery import Celery
 
 from classifier.context import extract_context
-from config.celeryconfig import NOTIFY_TASK
+from config import load_settings
+from config.celeryconfig import NOTIFY_TASK, SWEEP_TASK, producer_config
 from support import notify_stubs
 from support.helpers import wait_for
-from tasks.notify import SENTRY_WRITEBACK_TASK
+from tasks.embedded import free_port
+from tasks.notify import SENTRY_WRITEBACK_TASK, enqueue_notifications
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
-NOTIFY_TABLES = "notify_deliveries, notify_windows, sentry_issue_links"
+NOTIFY_TABLES = "notify_deliveries, notify_windows, sentry_issue_links, notify_outbox"
 
 
 @pytest.fixture
@@ -316,3 +318,26 @@ def test_slack_links_the_sentry_issue(notify_store, producer, slack, sentry, sta
     wait_for(lambda: slack.messages(), message="Slack message")
 
     assert f"<{sentry.base_url}/organizations/acme/issues/31337/|Open the Sentry issue>" in slack.messages()[0]
+
+
+def test_outbox_keeps_what_the_broker_refused(notify_store, database_url, producer, slack, sentry, start_worker):
+    event_id = stored_event(notify_store, "c" * 32, "fp-outbox")
+    channels = channels_env(slack, sentry=sentry)
+    config = load_settings(dict(channels, DATABASE_URL=database_url))
+    # A broker on a loopback port nobody listens on refuses every publish.
+    refused = Celery(set_as_current=False)
+    refused.conf.update(producer_config(load_settings({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})))
+
+    enqueue_notifications(event_id, "classified", config=config, celery_app=refused)
+
+    outbox = notify_store.fetchall("notify_outbox_oldest", limit=10)
+    assert sorted(row["task"] for row in outbox) == sorted([NOTIFY_TASK, SENTRY_WRITEBACK_TASK])
+    assert slack.messages() == []
+
+    # The beat sweep, run by a real worker, queues them once the broker takes messages.
+    start_worker(queues="bulk,notify", **channels)
+    producer.send_task(SWEEP_TASK, queue="bulk")
+    wait_for(lambda: slack.messages(), message="Slack message after the sweep")
+    wait_for(lambda: not notify_store.fetchall("notify_outbox_oldest", limit=10), message="empty outbox")
+    [text] = slack.messages()
+    assert event_id in text
