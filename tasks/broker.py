@@ -15,11 +15,17 @@ partitioned, failing over):
   consumer's connection and the message, now in no queue and in no record, is
   gone.
 
-AckSafeQoS frees the slot whether or not Redis answered, and hands a message
+A third step fails when the connection is lost while the worker holds a
+message: Celery closes the channel after it has already dropped the
+connection, kombu's attempt to hand the message back raises AttributeError,
+and the worker exits with "Unrecoverable error".
+
+AckSafeQoS frees the slot whether or not Redis answered, hands a message
 whose record could not be written to the worker anyway, so the task runs and
-stores the event. A message whose ack did not reach Redis is delivered once
-more after the visibility timeout; the tasks are idempotent on event_id, so
-the second run changes nothing. (A delete that waited in the socket while
+stores the event, and logs a failed hand-back instead of raising it. A
+message whose ack did not reach Redis is delivered once more after the
+visibility timeout; the tasks are idempotent on event_id, so the second run
+changes nothing. (A delete that waited in the socket while
 Redis was stopped is often applied when Redis resumes, and then nothing comes
 back.)
 
@@ -47,7 +53,7 @@ def _task_id(message) -> str:
 
 
 class AckSafeQoS(kombu_redis.QoS):
-    """kombu's Redis QoS that keeps its prefetch slots and its messages when Redis raises."""
+    """kombu's Redis QoS that keeps its prefetch slots, its messages and the worker when Redis raises."""
 
     def append(self, message, delivery_tag):
         try:
@@ -61,6 +67,22 @@ class AckSafeQoS(kombu_redis.QoS):
                 "without redelivery if this worker dies before it finishes",
                 _task_id(message), delivery_tag, type(error).__name__, error,
             )
+
+    def restore_unacked(self, client=None):
+        # Called as the channel closes. After a lost connection Celery closes
+        # the channel of a connection it has already collected, and kombu then
+        # raises AttributeError instead of a connection error, which stops the
+        # whole worker. The messages keep their Redis records either way.
+        try:
+            return super().restore_unacked(client)
+        except Exception as error:
+            held = len(self._delivered)
+            self._delivered.clear()
+            logger.warning(
+                "could not hand %d held message(s) back to Redis (%s: %s); they come back after the visibility "
+                "timeout", held, type(error).__name__, error,
+            )
+            return None
 
     def ack(self, delivery_tag):
         try:

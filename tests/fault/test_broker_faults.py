@@ -139,6 +139,30 @@ def test_unconfirmed_ack_frees_prefetch_slot(own_redis):
             assert channel.qos.can_consume()
 
 
+def test_closing_a_collected_channel_keeps_the_worker(own_redis):
+    """kombu level: handing back a held message on a connection Celery already collected logs instead of raising."""
+    broker.install()
+    queue = Queue("hand-back", Exchange("hand-back", type="direct"), routing_key="hand-back")
+    held = []
+    connection = Connection(own_redis.url, transport_options={"socket_timeout": 1, "socket_connect_timeout": 1})
+    channel = connection.default_channel
+    Producer(channel).publish({"n": 1}, exchange=queue.exchange, routing_key="hand-back", declare=[queue])
+    channel.basic_qos(0, 1, False)
+    Consumer(channel, [queue], callbacks=[lambda body, message: held.append(message)]).consume()
+    connection.drain_events(timeout=5)
+    assert len(held) == 1
+    own_redis.stop()
+    # The state Celery leaves after collect() on a lost connection: pools dropped and the
+    # transport detached from its connection. kombu's own QoS raises AttributeError here,
+    # which Celery reports as "Unrecoverable error" and the worker exits.
+    channel._disconnect_pools()
+    connection.transport.client = None
+
+    channel.close()
+
+    assert channel.qos._delivered == {}
+
+
 def test_worker_survives_unconfirmed_acks(store, database_url, own_redis, celery_children, start_app, tmp_path):
     """Redis stopped for 6 s, longer than the worker's socket timeout, while it works through a backlog."""
     env = base_env(database_url, own_redis.url, SPOOL_DIR=tmp_path / "spool", WORKER_BROKER_SOCKET_TIMEOUT_SECONDS=2)

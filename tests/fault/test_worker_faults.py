@@ -8,7 +8,7 @@ import pytest
 
 from classifier.context import extract_context
 from config import load_settings
-from faultkit import base_env, counts, report, wait_until
+from faultkit import base_env, counts, report, stored_ids, wait_until
 from support import llm_stub
 from support.chaos_llm import ChaosLLMStub
 from support.helpers import llm_env
@@ -138,6 +138,32 @@ def test_pool_process_sigkill_loses_nothing(store, database_url, own_redis, cele
     assert figures["lost"] == 0
     assert figures["duplicates"] == 0
     assert all(n == 1 for n in deep_calls.values()), deep_calls
+
+
+def test_worker_outlives_redis_stop_while_holding_a_message(store, database_url, own_redis, celery_children, llm):
+    """Redis is stopped while the worker runs a task; the worker reconnects instead of exiting."""
+    llm.default_triage = llm_stub.Reply(200, llm_stub.completion(llm_stub.TRIAGE_REPLY), delay=3)
+    env = base_env(database_url, own_redis.url, **llm_env(llm, LLM_TIMEOUT_SECONDS=10))
+    worker = celery_children(env, concurrency=1, name="holder")
+    publish(own_redis.url, range(2), kinds=2)
+    # The first task waits 3 s on the provider, so the worker holds its message when Redis stops.
+    assert wait_until(lambda: llm.calls(), timeout=30)
+    own_redis.stop()
+    time.sleep(2)
+    own_redis.start()
+
+    def connections() -> int:
+        return worker.log_path.read_text(errors="replace").count("Connected to redis")
+
+    assert wait_until(lambda: connections() >= 2, timeout=60), "the worker did not reconnect"
+    after = publish(own_redis.url, range(100, 103), kinds=3)
+    stored = wait_until(lambda: after <= stored_ids(store), timeout=60)
+    log = worker.log_path.read_text(errors="replace")
+    report("redis stopped while a message is held", {"reconnected": connections() >= 2,
+                                                    "unrecoverable": log.count("Unrecoverable error")})
+    assert worker.process.poll() is None, "the worker exited"
+    assert "Unrecoverable error" not in log
+    assert stored, "the reconnected worker did not store new events"
 
 
 @pytest.fixture
