@@ -23,7 +23,7 @@ except ConfigError as error:
     sys.stderr.write(f"errortriage: invalid setting: {error}\n")
     raise
 
-# An ack that Redis does not answer must not cost the worker a prefetch slot.
+# An ack that Redis does not confirm must not cost the worker a prefetch slot.
 broker.install()
 
 app = Celery("errortriage", include=["tasks.triage", "tasks.notify"])

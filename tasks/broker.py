@@ -1,10 +1,10 @@
 """Keep a worker consuming when Redis stops responding for a while.
 
-kombu's Redis transport records each message a worker takes twice: in a hash
-in Redis, from which the message comes back to its queue after the visibility
-timeout, and in the channel's own table, whose size is held to the prefetch
-count. Two steps of that bookkeeping go wrong when Redis times out (frozen,
-partitioned, failing over):
+kombu's Redis transport records each message a worker takes twice. One record
+is a hash in Redis, from which the message returns to its queue after the
+visibility timeout. The other is the channel's own table, whose size the
+prefetch count limits. Two steps of that bookkeeping go wrong when Redis
+times out (frozen, partitioned, failing over):
 
 - ack and reject first delete the Redis record and only then free the
   channel's slot. When the delete raises, the slot is never freed. After
@@ -15,27 +15,26 @@ partitioned, failing over):
   consumer's connection and the message, now in no queue and in no record, is
   gone.
 
-A third step fails when the connection is lost while the worker holds a
-message: Celery closes the channel after it has already dropped the
-connection, kombu's attempt to hand the message back raises AttributeError,
-and the worker exits with "Unrecoverable error".
+A third step fails when the connection is lost while a message is unacked.
+Celery closes the channel after it has already dropped the connection, so
+kombu's attempt to return the message to Redis raises AttributeError and the
+worker exits with "Unrecoverable error".
 
-AckSafeQoS frees the slot whether or not Redis answered, hands a message
-whose record could not be written to the worker anyway, so the task runs and
-stores the event, and logs a failed hand-back instead of raising it. A
-message whose ack did not reach Redis is delivered once more after the
-visibility timeout; the tasks are idempotent on event_id, so the second run
-changes nothing. (A delete that waited in the socket while
-Redis was stopped is often applied when Redis resumes, and then nothing comes
-back.)
+AckSafeQoS frees the slot whether or not Redis confirmed the ack. It hands a
+message whose record could not be written to the worker anyway, so the task
+runs and stores the event. It logs a failed return to Redis instead of raising
+it. A message whose ack did not reach Redis is delivered once more after the
+visibility timeout. The tasks are idempotent on event_id, so the second run
+changes nothing. A delete that waited in the socket while Redis was stopped is
+often applied when Redis resumes, and then nothing comes back.
 
 What this cannot repair: a connection the consumer drops while its BRPOP is
-still unanswered. Redis runs the BRPOP when it resumes and sends the message
-to a socket nobody reads. The workers' broker socket timeout
+still unanswered. Redis runs the BRPOP when it resumes and writes the message
+to a closed socket. The workers' broker socket timeout
 (WORKER_BROKER_SOCKET_TIMEOUT_SECONDS) is long so that a stall shorter than
 it drops no connection at all.
 
-`install()` puts the class in place for the process; only the workers' Celery
+`install()` puts the class in place for the process. Only the workers' Celery
 app calls it, never the hook inside a user's app.
 """
 
@@ -69,18 +68,16 @@ class AckSafeQoS(kombu_redis.QoS):
             )
 
     def restore_unacked(self, client=None):
-        # Called as the channel closes. After a lost connection Celery closes
-        # the channel of a connection it has already collected, and kombu then
-        # raises AttributeError instead of a connection error, which stops the
-        # whole worker. The messages keep their Redis records either way.
+        # After a lost connection Celery closes a channel it already collected, so
+        # kombu raises AttributeError here, which would stop the whole worker.
         try:
             return super().restore_unacked(client)
         except Exception as error:
-            held = len(self._delivered)
+            unacked = len(self._delivered)
             self._delivered.clear()
             logger.warning(
-                "could not hand %d held message(s) back to Redis (%s: %s); they come back after the visibility "
-                "timeout", held, type(error).__name__, error,
+                "failed to return %d unacked message(s) to Redis (%s: %s); their Redis records, if Redis kept "
+                "them, bring them back after the visibility timeout", unacked, type(error).__name__, error,
             )
             return None
 

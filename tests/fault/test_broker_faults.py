@@ -139,18 +139,18 @@ def test_unconfirmed_ack_frees_prefetch_slot(own_redis):
             assert channel.qos.can_consume()
 
 
-def test_closing_a_collected_channel_keeps_the_worker(own_redis):
-    """kombu level: handing back a held message on a connection Celery already collected logs instead of raising."""
+def test_collected_channel_close_does_not_raise(own_redis):
+    """kombu level: closing a channel Celery already collected logs the failed return of an unacked message instead of raising."""
     broker.install()
     queue = Queue("hand-back", Exchange("hand-back", type="direct"), routing_key="hand-back")
-    held = []
+    delivered = []
     connection = Connection(own_redis.url, transport_options={"socket_timeout": 1, "socket_connect_timeout": 1})
     channel = connection.default_channel
     Producer(channel).publish({"n": 1}, exchange=queue.exchange, routing_key="hand-back", declare=[queue])
     channel.basic_qos(0, 1, False)
-    Consumer(channel, [queue], callbacks=[lambda body, message: held.append(message)]).consume()
+    Consumer(channel, [queue], callbacks=[lambda body, message: delivered.append(message)]).consume()
     connection.drain_events(timeout=5)
-    assert len(held) == 1
+    assert len(delivered) == 1
     own_redis.stop()
     # The state Celery leaves after collect() on a lost connection: pools dropped and the
     # transport detached from its connection. kombu's own QoS raises AttributeError here,

@@ -140,13 +140,13 @@ def test_pool_process_sigkill_loses_nothing(store, database_url, own_redis, cele
     assert all(n == 1 for n in deep_calls.values()), deep_calls
 
 
-def test_worker_outlives_redis_stop_while_holding_a_message(store, database_url, own_redis, celery_children, llm):
+def test_worker_survives_redis_stop_mid_task(store, database_url, own_redis, celery_children, llm):
     """Redis is stopped while the worker runs a task; the worker reconnects instead of exiting."""
     llm.default_triage = llm_stub.Reply(200, llm_stub.completion(llm_stub.TRIAGE_REPLY), delay=3)
     env = base_env(database_url, own_redis.url, **llm_env(llm, LLM_TIMEOUT_SECONDS=10))
     worker = celery_children(env, concurrency=1, name="holder")
     publish(own_redis.url, range(2), kinds=2)
-    # The first task waits 3 s on the provider, so the worker holds its message when Redis stops.
+    # The first task waits 3 s on the provider, so its message is still unacked when Redis stops.
     assert wait_until(lambda: llm.calls(), timeout=30)
     own_redis.stop()
     time.sleep(2)
@@ -159,7 +159,7 @@ def test_worker_outlives_redis_stop_while_holding_a_message(store, database_url,
     after = publish(own_redis.url, range(100, 103), kinds=3)
     stored = wait_until(lambda: after <= stored_ids(store), timeout=60)
     log = worker.log_path.read_text(errors="replace")
-    report("redis stopped while a message is held", {"reconnected": connections() >= 2,
+    report("redis stopped mid-task", {"reconnected": connections() >= 2,
                                                     "unrecoverable": log.count("Unrecoverable error")})
     assert worker.process.poll() is None, "the worker exited"
     assert "Unrecoverable error" not in log

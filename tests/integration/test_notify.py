@@ -320,15 +320,15 @@ def test_slack_links_the_sentry_issue(notify_store, producer, slack, sentry, sta
     assert f"<{sentry.base_url}/organizations/acme/issues/31337/|Open the Sentry issue>" in slack.messages()[0]
 
 
-def test_outbox_keeps_what_the_broker_refused(notify_store, database_url, producer, slack, sentry, start_worker):
+def test_outbox_keeps_unpublished_notifications(notify_store, database_url, producer, slack, sentry, start_worker):
     event_id = stored_event(notify_store, "c" * 32, "fp-outbox")
     channels = channels_env(slack, sentry=sentry)
     config = load_settings(dict(channels, DATABASE_URL=database_url))
-    # A broker on a loopback port nobody listens on refuses every publish.
-    refused = Celery(set_as_current=False)
-    refused.conf.update(producer_config(load_settings({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})))
+    # No server listens on this loopback port, so every publish fails.
+    unreachable = Celery(set_as_current=False)
+    unreachable.conf.update(producer_config(load_settings({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})))
 
-    enqueue_notifications(event_id, "classified", config=config, celery_app=refused)
+    enqueue_notifications(event_id, "classified", config=config, celery_app=unreachable)
 
     outbox = notify_store.fetchall("notify_outbox_oldest", limit=10)
     assert sorted(row["task"] for row in outbox) == sorted([NOTIFY_TASK, SENTRY_WRITEBACK_TASK])
